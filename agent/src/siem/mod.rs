@@ -1,0 +1,1 @@
+//! SIEM connectors (being written).

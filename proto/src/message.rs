@@ -1,0 +1,334 @@
+//! WebSocket frames, both directions, with bounded decoding.
+//!
+//! Handshake: the server speaks first with [`ServerMsg::Challenge`]; the agent
+//! answers [`AgentMsg::Hello`] signed with its identity key over
+//! [`Hello::signing_bytes`]; the server answers [`ServerMsg::Welcome`] and then
+//! resends every job the agent has not yet answered, in `seq` order.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::bytes::{B64, KeyFingerprint};
+use crate::health::HealthReport;
+use crate::job::{SealedJob, SiemKind};
+use crate::outcome::{ErrorClass, Outcome};
+use crate::text::AgentVersion;
+use crate::{PROTOCOL_VERSION, ProtoError};
+
+/// Messages from the server to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerMsg {
+    /// First frame on every connection.
+    Challenge(Challenge),
+    /// The agent is authenticated; settings for this session.
+    Welcome(Welcome),
+    /// A sealed job for this agent.
+    Job {
+        /// The sealed job.
+        job: SealedJob,
+    },
+    /// The server has durably recorded the result of this job; the agent may forget it.
+    ResultAck {
+        /// The job whose result was recorded.
+        job_id: Uuid,
+    },
+    /// Liveness probe; the agent answers [`AgentMsg::Pong`] with the same `t`.
+    Ping {
+        /// Opaque counter echoed back.
+        t: u64,
+    },
+    /// The server is shedding load: reconnect no sooner than `secs` from now.
+    RetryAfter {
+        /// Seconds to wait.
+        secs: u32,
+    },
+    /// This agent has been revoked; it must stop and not reconnect.
+    Revoked,
+}
+
+/// The server's challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// 32 random bytes, fresh per connection.
+    pub nonce: B64<32>,
+    /// Fingerprint of the server's current job-signing key (the agent must have it pinned).
+    pub server_key: KeyFingerprint,
+}
+
+/// Session settings, sent after a successful Hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The authenticated agent.
+    pub agent_id: Uuid,
+    /// Seconds between server pings; either side closes after three missed intervals.
+    pub heartbeat_secs: u32,
+    /// Seconds between health reports.
+    pub health_secs: u32,
+    /// Largest frame either side may send, bytes.
+    pub max_frame_bytes: u32,
+    /// The SIEM connections this agent serves (no credentials: those only travel in sealed jobs).
+    pub connections: Vec<ConnectionInfo>,
+}
+
+/// A SIEM connection the agent should probe for health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    /// Server-issued id.
+    pub connection_id: Uuid,
+    /// Connection name (as the tenant admin named it).
+    pub name: String,
+    /// Which SIEM.
+    pub kind: SiemKind,
+    /// Base URL to probe.
+    pub base_url: String,
+}
+
+/// Messages from an agent to the server. Numbers, enums and server-issued ids only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AgentMsg {
+    /// Answer to the challenge.
+    Hello(Hello),
+    /// The job was received, verified and recorded in the agent's ledger.
+    JobAck {
+        /// The acknowledged job.
+        job_id: Uuid,
+    },
+    /// The job's outcome.
+    JobResult(JobResult),
+    /// A periodic health report.
+    Health(HealthReport),
+    /// Answer to [`ServerMsg::Ping`].
+    Pong {
+        /// The ping's counter.
+        t: u64,
+    },
+}
+
+/// Most SIEM kinds an agent may announce.
+pub const MAX_CAPABILITIES: usize = 16;
+
+/// The agent's answer to a challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The id issued at enrollment.
+    pub agent_id: Uuid,
+    /// The agent build.
+    pub version: AgentVersion,
+    /// SIEM kinds this build has connectors for.
+    pub capabilities: Vec<SiemKind>,
+    /// Ed25519 signature with the identity key over [`Hello::signing_bytes`].
+    pub signature: B64<64>,
+}
+
+impl Hello {
+    /// `"picket-hello-v1" ‖ nonce ‖ agent_id (16 bytes) ‖ server key fingerprint` (fixed lengths).
+    pub fn signing_bytes(
+        nonce: &[u8; 32],
+        agent_id: &Uuid,
+        server_key: &KeyFingerprint,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(crate::HELLO_SIGNATURE_CONTEXT.len() + 80);
+        out.extend_from_slice(crate::HELLO_SIGNATURE_CONTEXT);
+        out.extend_from_slice(nonce);
+        out.extend_from_slice(agent_id.as_bytes());
+        out.extend_from_slice(&server_key.0);
+        out
+    }
+}
+
+/// The outcome of one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The job.
+    pub job_id: Uuid,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why it failed or was refused; `None` when it succeeded.
+    pub error_class: Option<ErrorClass>,
+    /// Time spent running it, milliseconds (0 if refused).
+    pub duration_ms: u64,
+    /// SHA-256 of the rule content as deployed, for drift checks, when applicable.
+    pub content_hash: Option<B64<32>>,
+}
+
+#[derive(Serialize)]
+struct FrameOut<'a, T> {
+    v: u8,
+    #[serde(flatten)]
+    msg: &'a T,
+}
+
+#[derive(Deserialize)]
+struct FrameIn<T> {
+    v: u64,
+    #[serde(flatten)]
+    msg: T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u64,
+}
+
+/// Encodes a message as a JSON text frame with the protocol version.
+///
+/// # Errors
+/// Only if serialization fails, which the message types make impossible in practice.
+pub fn encode<T: Serialize>(msg: &T) -> Result<String, ProtoError> {
+    serde_json::to_string(&FrameOut {
+        v: PROTOCOL_VERSION,
+        msg,
+    })
+    .map_err(|e| ProtoError::from_json(&e))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(text: &str, max_bytes: usize) -> Result<T, ProtoError> {
+    if text.len() > max_bytes {
+        return Err(ProtoError::FrameTooLarge {
+            size: text.len(),
+            limit: max_bytes,
+        });
+    }
+    match serde_json::from_str::<FrameIn<T>>(text) {
+        Ok(f) if f.v == u64::from(PROTOCOL_VERSION) => Ok(f.msg),
+        Ok(f) => Err(ProtoError::UnsupportedVersion {
+            found: f.v,
+            expected: PROTOCOL_VERSION,
+        }),
+        Err(e) => match serde_json::from_str::<VersionOnly>(text) {
+            // A frame from another protocol version may not fit today's shapes: say so precisely.
+            Ok(vo) if vo.v != u64::from(PROTOCOL_VERSION) => Err(ProtoError::UnsupportedVersion {
+                found: vo.v,
+                expected: PROTOCOL_VERSION,
+            }),
+            _ => Err(ProtoError::from_json(&e)),
+        },
+    }
+}
+
+/// Decodes a frame from the server, refusing it unparsed if it exceeds `max_bytes`.
+///
+/// # Errors
+/// [`ProtoError`] saying why the frame was refused.
+pub fn decode_server_msg(text: &str, max_bytes: usize) -> Result<ServerMsg, ProtoError> {
+    decode(text, max_bytes)
+}
+
+/// Decodes a frame from an agent, refusing it unparsed if it exceeds `max_bytes`,
+/// and checks every bound serde cannot express.
+///
+/// # Errors
+/// [`ProtoError`] saying why the frame was refused.
+pub fn decode_agent_msg(text: &str, max_bytes: usize) -> Result<AgentMsg, ProtoError> {
+    let msg: AgentMsg = decode(text, max_bytes)?;
+    match &msg {
+        AgentMsg::Hello(h) if h.capabilities.len() > MAX_CAPABILITIES => {
+            return Err(ProtoError::InvalidField {
+                field: "capabilities",
+                reason: "more than 16 entries",
+            });
+        }
+        AgentMsg::Health(h) => h.validate()?,
+        AgentMsg::JobResult(r) if r.outcome == Outcome::Succeeded && r.error_class.is_some() => {
+            return Err(ProtoError::InvalidField {
+                field: "error_class",
+                reason: "must be absent when the outcome is succeeded",
+            });
+        }
+        AgentMsg::JobResult(r) if r.outcome != Outcome::Succeeded && r.error_class.is_none() => {
+            return Err(ProtoError::InvalidField {
+                field: "error_class",
+                reason: "required when the outcome is not succeeded",
+            });
+        }
+        _ => {}
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_version() {
+        let m = AgentMsg::Pong { t: 42 };
+        let text = encode(&m).unwrap();
+        assert_eq!(text, r#"{"v":1,"type":"pong","t":42}"#);
+        assert_eq!(decode_agent_msg(&text, 1024).unwrap(), m);
+    }
+
+    #[test]
+    fn refuses_oversize_before_parsing() {
+        let big = format!(
+            r#"{{"v":1,"type":"pong","t":1,"pad":"{}"}}"#,
+            "x".repeat(2000)
+        );
+        assert_eq!(
+            decode_agent_msg(&big, 1024).unwrap_err(),
+            ProtoError::FrameTooLarge {
+                size: big.len(),
+                limit: 1024
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_other_versions_precisely() {
+        let e = decode_agent_msg(r#"{"v":2,"type":"teleport","x":1}"#, 1024).unwrap_err();
+        assert_eq!(
+            e,
+            ProtoError::UnsupportedVersion {
+                found: 2,
+                expected: 1
+            }
+        );
+        let e = decode_agent_msg(r#"{"v":2,"type":"pong","t":1}"#, 1024).unwrap_err();
+        assert_eq!(
+            e,
+            ProtoError::UnsupportedVersion {
+                found: 2,
+                expected: 1
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_free_text_in_results() {
+        let id = Uuid::nil();
+        let bad = format!(
+            r#"{{"v":1,"type":"job_result","job_id":"{id}","outcome":"failed","error_class":"Login failed for user admin","duration_ms":1,"content_hash":null}}"#
+        );
+        assert!(matches!(
+            decode_agent_msg(&bad, 4096),
+            Err(ProtoError::Malformed(_))
+        ));
+        let inconsistent = format!(
+            r#"{{"v":1,"type":"job_result","job_id":"{id}","outcome":"failed","error_class":null,"duration_ms":1,"content_hash":null}}"#
+        );
+        assert!(matches!(
+            decode_agent_msg(&inconsistent, 4096),
+            Err(ProtoError::InvalidField { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_garbage_is_an_error_not_a_panic() {
+        for s in [
+            "",
+            "{",
+            "null",
+            "[]",
+            r#"{"v":1}"#,
+            r#"{"v":1,"type":"hello"}"#,
+            "\u{0}",
+        ] {
+            assert!(decode_agent_msg(s, 1024).is_err(), "{s:?}");
+            assert!(decode_server_msg(s, 1024).is_err(), "{s:?}");
+        }
+    }
+}
