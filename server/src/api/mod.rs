@@ -1,0 +1,135 @@
+//! HTTP routes, one module per resource, merged here with the cross-cutting
+//! layers: body size limit, security headers, request tracing.
+//!
+//! # Layout
+//! - [`accounts`]: claim, login, logout, me, users.
+//! - [`enrollment`]: enrollment tokens (admin) and `POST /v1/agent/enroll` (agents).
+//! - [`agents`]: the fleet.
+//! - [`connections`]: SIEM connections (credentials write-only).
+//! - [`rules`]: rules and versions.
+//! - [`deployments`]: requests, approvals, status.
+//! - [`openapi`]: the OpenAPI document.
+
+pub mod accounts;
+pub mod agents;
+pub mod connections;
+pub mod deployments;
+pub mod enrollment;
+pub mod openapi;
+pub mod rules;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderValue, header};
+use axum::routing::get;
+use axum::{Router, response::IntoResponse};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Largest request body accepted by the API (rules with long queries fit easily).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// JSON body extractor whose rejections are [`ApiError::BadRequest`] with a precise message.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::bad_request(
+                "invalid_json",
+                "expected Content-Type: application/json",
+            )),
+            Err(JsonRejection::BytesRejection(_)) => Err(ApiError::bad_request(
+                "body_too_large",
+                format!("request body must be at most {MAX_BODY_BYTES} bytes"),
+            )),
+            Err(e) => Err(ApiError::bad_request("invalid_json", e.body_text())),
+        }
+    }
+}
+
+/// Like [`ApiJson`], but an empty body means `T::default()` (for optional request bodies).
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJsonOrEmpty<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "body_too_large",
+                    format!("request body must be at most {MAX_BODY_BYTES} bytes"),
+                )
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ApiJsonOrEmpty(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(ApiJsonOrEmpty)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    "ok"
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(accounts::router())
+        .merge(enrollment::router())
+        .merge(agents::router())
+        .merge(connections::router())
+        .merge(rules::router())
+        .merge(deployments::router())
+        .merge(openapi::router());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/agent/connect", get(crate::gateway::connect))
+        .merge(api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .with_state(state)
+}

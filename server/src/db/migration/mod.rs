@@ -1,0 +1,16 @@
+//! Schema migrations, one file per change with a date-stamped name. They run
+//! at start-up on both SQLite and PostgreSQL; the same files serve both.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_initial;
+
+/// All migrations, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_initial::Migration)]
+    }
+}

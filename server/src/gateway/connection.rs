@@ -1,0 +1,400 @@
+//! One agent session.
+//!
+//! 1. Send `Challenge { nonce, server_key }`.
+//! 2. Within [`HELLO_TIMEOUT`], receive `Hello` and verify its Ed25519
+//!    signature over `picket-hello-v1 ‖ nonce ‖ agent_id ‖ server key` with the
+//!    identity key registered at enrollment. No bearer secret crosses the wire.
+//! 3. Register in the [`Registry`](super::Registry) (closing an older session
+//!    of the same agent), send `Welcome`, then every unanswered job in `seq` order.
+//! 4. Serve: acks, results (each answered with `ResultAck` once durable),
+//!    health (to the batch writer), pings every `heartbeat_secs`. A session
+//!    silent for three heartbeats is closed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use picket_proto::{AgentMsg, B64, Challenge, ConnectionInfo, Hello, ServerMsg, SiemKind, Welcome};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::registry::Command;
+use crate::AppState;
+use crate::audit::{self, Actor, Event, Outcome, Source};
+use crate::db::entity::agent;
+use crate::service::health::HealthItem;
+use crate::service::{connections, jobs};
+use crate::time::unix_now;
+
+/// Time an agent has to answer the challenge.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Close codes (RFC 6455).
+const POLICY_VIOLATION: u16 = 1008;
+const GOING_AWAY: u16 = 1001;
+const INVALID_DATA: u16 = 1007;
+
+/// Why a session ended, for logs.
+enum End {
+    Closed,
+    Idle,
+    Replaced,
+    Shutdown,
+    Protocol(&'static str),
+    Internal,
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+async fn send(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
+    match picket_proto::encode(msg) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn audit_denied(
+    peer: Option<SocketAddr>,
+    agent_id: Option<Uuid>,
+    tenant: Option<Uuid>,
+    reason: &'static str,
+) -> Event {
+    Event {
+        tenant_id: tenant,
+        actor: agent_id.map_or(Actor::Anonymous, Actor::Agent),
+        action: "agent.connect",
+        resource_type: "agent",
+        resource_id: agent_id.map(|a| a.to_string()),
+        source: Source::Agent,
+        client_ip: peer.map(|p| p.ip().to_string()),
+        outcome: Outcome::Denied,
+        details: serde_json::json!({ "reason": reason }),
+    }
+}
+
+/// Runs a session to its end.
+pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr>) {
+    let max = usize::try_from(state.config.max_frame_bytes)
+        .unwrap_or(picket_proto::DEFAULT_MAX_FRAME_BYTES);
+    let Ok(nonce) = picket_shared::random::random_array::<32>() else {
+        close(&mut socket, 1011, "internal error").await;
+        return;
+    };
+    if !send(
+        &mut socket,
+        &ServerMsg::Challenge(Challenge {
+            nonce: B64(nonce),
+            server_key: state.keys.fingerprint,
+        }),
+    )
+    .await
+    {
+        return;
+    }
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => match picket_proto::decode_agent_msg(&t, max) {
+            Ok(AgentMsg::Hello(h)) => h,
+            Ok(_) => return reject(&state, &mut socket, peer, None, None, "expected hello").await,
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "bad hello frame");
+                return reject(&state, &mut socket, peer, None, None, "malformed hello").await;
+            }
+        },
+        Ok(_) => {
+            return reject(
+                &state,
+                &mut socket,
+                peer,
+                None,
+                None,
+                "expected a text hello frame",
+            )
+            .await;
+        }
+        Err(_) => return reject(&state, &mut socket, peer, None, None, "hello timeout").await,
+    };
+    let agent_row = match agent::Entity::find_by_id(hello.agent_id)
+        .one(&state.db)
+        .await
+    {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return reject(
+                &state,
+                &mut socket,
+                peer,
+                Some(hello.agent_id),
+                None,
+                "unknown agent",
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "agent lookup failed");
+            close(&mut socket, 1011, "internal error").await;
+            return;
+        }
+    };
+    if !verify_hello(&hello, &nonce, &state, &agent_row) {
+        return reject(
+            &state,
+            &mut socket,
+            peer,
+            Some(agent_row.id),
+            Some(agent_row.tenant_id),
+            "bad signature",
+        )
+        .await;
+    }
+    if agent_row.revoked_at.is_some() {
+        let _ = send(&mut socket, &ServerMsg::Revoked).await;
+        return reject(
+            &state,
+            &mut socket,
+            peer,
+            Some(agent_row.id),
+            Some(agent_row.tenant_id),
+            "agent revoked",
+        )
+        .await;
+    }
+    let end = session(&state, &mut socket, peer, &agent_row, max).await;
+    let reason = match end {
+        End::Closed => "closed by agent",
+        End::Idle => "idle timeout",
+        End::Replaced => "replaced by a newer connection",
+        End::Shutdown => "server shutting down",
+        End::Protocol(r) => r,
+        End::Internal => "internal error",
+    };
+    match end {
+        End::Idle => close(&mut socket, GOING_AWAY, "idle timeout").await,
+        End::Replaced => {
+            close(
+                &mut socket,
+                POLICY_VIOLATION,
+                "replaced by a newer connection",
+            )
+            .await
+        }
+        End::Shutdown => close(&mut socket, GOING_AWAY, "server shutting down").await,
+        End::Protocol(r) => close(&mut socket, INVALID_DATA, r).await,
+        End::Internal => close(&mut socket, 1011, "internal error").await,
+        End::Closed => {}
+    }
+    let _ = agent::Entity::update_many()
+        .col_expr(agent::Column::LastSeenAt, Expr::value(unix_now()))
+        .filter(agent::Column::Id.eq(agent_row.id))
+        .exec(&state.db)
+        .await;
+    let _ = audit::record(
+        &state.db,
+        Event::agent(
+            agent_row.tenant_id,
+            agent_row.id,
+            "agent.disconnect",
+            "agent",
+            agent_row.id,
+        )
+        .details(serde_json::json!({ "reason": reason })),
+    )
+    .await;
+    tracing::info!(agent_id = %agent_row.id, reason, "agent disconnected");
+}
+
+fn verify_hello(
+    hello: &Hello,
+    nonce: &[u8; 32],
+    state: &AppState,
+    agent_row: &agent::Model,
+) -> bool {
+    let Ok(pk) = <[u8; 32]>::try_from(agent_row.ed25519_public.as_slice()) else {
+        return false;
+    };
+    let msg = Hello::signing_bytes(nonce, &hello.agent_id, &state.keys.fingerprint);
+    picket_shared::keys::verify_signature(&pk, &msg, &hello.signature.0).is_ok()
+}
+
+async fn reject(
+    state: &AppState,
+    socket: &mut WebSocket,
+    peer: Option<SocketAddr>,
+    agent_id: Option<Uuid>,
+    tenant: Option<Uuid>,
+    reason: &'static str,
+) {
+    tracing::warn!(?peer, ?agent_id, reason, "agent connection refused");
+    let _ = audit::record(&state.db, audit_denied(peer, agent_id, tenant, reason)).await;
+    close(socket, POLICY_VIOLATION, reason).await;
+}
+
+async fn session(
+    state: &AppState,
+    socket: &mut WebSocket,
+    peer: Option<SocketAddr>,
+    a: &agent::Model,
+    max: usize,
+) -> End {
+    let (tx, mut rx) = mpsc::channel(4);
+    let _registration = state.registry.register(a.id, tx);
+    let connected = async {
+        agent::Entity::update_many()
+            .col_expr(agent::Column::LastSeenAt, Expr::value(unix_now()))
+            .filter(agent::Column::Id.eq(a.id))
+            .exec(&state.db)
+            .await?;
+        let mut ev = Event::agent(a.tenant_id, a.id, "agent.connect", "agent", a.id);
+        ev.client_ip = peer.map(|p| p.ip().to_string());
+        audit::record(&state.db, ev).await
+    };
+    if let Err(e) = connected.await {
+        tracing::error!(error = %e, "recording agent connect failed");
+        return End::Internal;
+    }
+    let conns = match connections::for_agent(&state.db, a.tenant_id, a.id).await {
+        Ok(c) => c,
+        Err(_) => return End::Internal,
+    };
+    let welcome = Welcome {
+        agent_id: a.id,
+        heartbeat_secs: state.config.heartbeat_secs,
+        health_secs: state.config.health_secs,
+        max_frame_bytes: state.config.max_frame_bytes,
+        connections: conns
+            .into_iter()
+            .map(|c| ConnectionInfo {
+                connection_id: c.id,
+                name: c.name,
+                kind: SiemKind::Splunk,
+                base_url: c.base_url,
+            })
+            .collect(),
+    };
+    if !send(socket, &ServerMsg::Welcome(welcome)).await {
+        return End::Closed;
+    }
+    tracing::info!(agent_id = %a.id, ?peer, "agent connected");
+
+    let heartbeat = Duration::from_secs(u64::from(state.config.heartbeat_secs));
+    let idle_limit = heartbeat * 3;
+    let mut deadline = Instant::now() + idle_limit;
+    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ping_counter: u64 = 0;
+    // Highest seq written on this connection; a wake sends only newer jobs.
+    let mut sent_seq: i64 = 0;
+    if let Err(end) = deliver(state, socket, a.id, &mut sent_seq).await {
+        return end;
+    }
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return End::Shutdown,
+            () = tokio::time::sleep_until(deadline) => return End::Idle,
+            cmd = rx.recv() => match cmd {
+                Some(Command::Wake) => {
+                    if let Err(end) = deliver(state, socket, a.id, &mut sent_seq).await {
+                        return end;
+                    }
+                }
+                Some(Command::Replaced) | None => return End::Replaced,
+            },
+            _ = ping.tick() => {
+                ping_counter += 1;
+                if !send(socket, &ServerMsg::Ping { t: ping_counter }).await {
+                    return End::Closed;
+                }
+            }
+            frame = socket.recv() => {
+                deadline = Instant::now() + idle_limit;
+                let text = match frame {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Closed,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => return End::Protocol("binary frames are not part of the protocol"),
+                    Some(Ok(Message::Text(t))) => t,
+                };
+                let msg = match picket_proto::decode_agent_msg(&text, max) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(agent_id = %a.id, error = %e, "refusing malformed frame from agent");
+                        return End::Protocol("malformed frame");
+                    }
+                };
+                if let Err(end) = handle(state, socket, a, msg).await {
+                    return end;
+                }
+            }
+        }
+    }
+}
+
+async fn deliver(
+    state: &AppState,
+    socket: &mut WebSocket,
+    agent_id: Uuid,
+    sent_seq: &mut i64,
+) -> Result<(), End> {
+    let pending = jobs::undelivered(&state.db, agent_id, *sent_seq)
+        .await
+        .map_err(|_| End::Internal)?;
+    for (row, sealed) in pending {
+        if !send(socket, &ServerMsg::Job { job: sealed }).await {
+            return Err(End::Closed);
+        }
+        *sent_seq = row.seq;
+        jobs::mark_sent(&state.db, row.id)
+            .await
+            .map_err(|_| End::Internal)?;
+        tracing::debug!(%agent_id, job_id = %row.id, seq = row.seq, "job sent");
+    }
+    Ok(())
+}
+
+async fn handle(
+    state: &AppState,
+    socket: &mut WebSocket,
+    a: &agent::Model,
+    msg: AgentMsg,
+) -> Result<(), End> {
+    match msg {
+        AgentMsg::Hello(_) => return Err(End::Protocol("hello after handshake")),
+        AgentMsg::Pong { .. } => {}
+        AgentMsg::JobAck { job_id } => {
+            jobs::mark_acked(&state.db, a.tenant_id, a.id, job_id)
+                .await
+                .map_err(|_| End::Internal)?;
+        }
+        AgentMsg::JobResult(r) => {
+            let ours = jobs::record_result(&state.db, a.tenant_id, a.id, &r)
+                .await
+                .map_err(|_| End::Internal)?;
+            if ours {
+                tracing::info!(agent_id = %a.id, job_id = %r.job_id, outcome = r.outcome.as_str(), error_class = r.error_class.map(|c| c.as_str()), "job result");
+                if !send(socket, &ServerMsg::ResultAck { job_id: r.job_id }).await {
+                    return Err(End::Closed);
+                }
+            } else {
+                tracing::warn!(agent_id = %a.id, job_id = %r.job_id, "result for a job this agent does not have");
+            }
+        }
+        AgentMsg::Health(report) => {
+            state.health.submit(HealthItem {
+                tenant_id: a.tenant_id,
+                agent_id: a.id,
+                received_at: unix_now(),
+                report,
+            });
+        }
+        _ => return Err(End::Protocol("unsupported message")),
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The Picket control plane.
+//!
+//! One process serves the JSON API (described by an OpenAPI document at
+//! `/v1/openapi.json`), the agent gateway (`/v1/agent/connect`, WebSocket) and
+//! agent enrollment, over SQLite (embedded default) or PostgreSQL.
+//!
+//! # Layout
+//! - [`config`]: typed `server.toml` + `PICKET_*` environment, validated at start-up.
+//! - [`db`]: connection set-up, migrations and entities.
+//! - [`keys`]: master-derived keys and the job-signing key.
+//! - [`listener`]: the accept loop, plain HTTP or TLS (rustls), with graceful shutdown.
+//! - [`auth`]: passwords, sessions, CSRF and the role matrix (authorization in one place).
+//! - [`service`]: the domain operations; every query is tenant-scoped here.
+//! - [`api`]: HTTP routes grouped by resource, merged in one router.
+//! - [`gateway`]: agent connections, the live-connection registry and job delivery.
+//! - [`audit`]: the audit trail, written in the same transaction as each change.
+//! - [`error`]: the one HTTP error type.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod gateway;
+pub mod keys;
+pub mod listener;
+pub mod service;
+pub mod time;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ServerConfig;
+
+/// Shared state of every handler and connection task. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// The database pool.
+    pub db: DatabaseConnection,
+    /// The validated configuration.
+    pub config: ServerConfig,
+    /// Key material.
+    pub keys: keys::ServerKeys,
+    /// Live agent connections.
+    pub registry: gateway::Registry,
+    /// Queue of health reports for the batch writer.
+    pub health: service::health::HealthSink,
+    /// Fired on shutdown; connection tasks watch it.
+    pub shutdown: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// A running server: its bound address and the handle to wait for it.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// Completes when the server has shut down.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Opens storage, loads keys, binds `config.listen` and serves until `shutdown` fires.
+///
+/// # Errors
+/// If storage, keys, TLS material or the listener cannot be set up.
+pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    if config.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    }
+    let db = db::connect(&config.database_url).await?;
+    let keys = keys::ServerKeys::load_or_create(&db, &config.master_secret).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let tls = match &config.tls {
+        Some(t) => Some(listener::acceptor(t)?),
+        None => None,
+    };
+    let (health, health_task) = service::health::spawn_writer(db.clone(), shutdown.clone());
+    let state = AppState(Arc::new(Inner {
+        db,
+        config,
+        keys,
+        registry: gateway::Registry::default(),
+        health,
+        shutdown: shutdown.clone(),
+    }));
+    tracing::info!(%addr, tls = tls.is_some(), fingerprint = %state.keys.fingerprint, "picket-server listening");
+    let app = api::router(state.clone());
+    let task = tokio::spawn(async move {
+        let served = listener::serve(listener, tls, app, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = health_task.await;
+        served
+    });
+    Ok(Running { addr, task })
+}
