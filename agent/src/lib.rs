@@ -1,6 +1,35 @@
-//! The Picket agent library (the binary in `main.rs` is a thin CLI over it).
+//! The Picket agent library; the binary in `main.rs` is a thin CLI over it.
+//!
+//! The agent runs next to a customer's SIEM. It enrolls once with a one-time
+//! token (pinning the server's job-signing key), then keeps one outbound
+//! WebSocket to the control plane, receives sealed jobs, verifies, records,
+//! decrypts and runs them against the SIEM, and sends back only outcomes and
+//! health figures.
 //!
 //! # Layout
+//! - [`config`]: typed `agent.toml` + `PICKET_AGENT_*` overrides, validated at start-up.
+//! - [`state`]: the state directory: private keys (0600), enrollment record, atomic writes.
+//! - [`enroll`]: the one-time enrollment exchange and the key pin check.
+//! - [`ledger`]: the durable, fsynced job ledger (idempotency, replay barrier, local journal).
+//! - [`policy`]: the customer's local `policy.toml` (job kinds, connections, rate cap).
+//! - [`backoff`]: the reconnect schedule (exponential caps, full jitter, stability reset).
+//! - `net`: TLS configuration, the WebSocket connector, the SIEM HTTP client.
+//! - `session`: the connection loop and one WebSocket session ([`run_agent`]).
+//! - `jobs`: the job worker that outlives sessions.
+//! - `health`: process/host figures and SIEM probes for health reports.
 //! - [`siem`]: SIEM connectors (Splunk today) behind one enum-dispatched interface.
 
+pub mod backoff;
+pub mod config;
+pub mod enroll;
+mod health;
+mod jobs;
+pub mod ledger;
+mod net;
+pub mod policy;
+mod session;
 pub mod siem;
+pub mod state;
+
+pub use config::AgentConfig;
+pub use session::{Revoked, run_agent};

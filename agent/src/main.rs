@@ -1,1 +1,342 @@
-fn main() {}
+//! `picket-agent`: the command-line front of the Picket agent.
+//!
+//! # Layout
+//! - `enroll`: one-time registration with a token read from a file or stdin
+//!   (never from the command line), see [`picket_agent::enroll`].
+//! - `run`: the long-running service, see [`picket_agent::run_agent`].
+//! - `status`: what the state directory says (enrollment, pinned key, last job).
+//!
+//! Logging goes to stderr (`--log-format text|json`, filter from
+//! `PICKET_AGENT_LOG` or `RUST_LOG`, default `info`). Exit codes: 0 success,
+//! 1 error, 2 usage error, 3 the server revoked this agent.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use picket_agent::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+use picket_agent::ledger::Ledger;
+use picket_agent::state::StateDir;
+use picket_agent::{Revoked, enroll, run_agent};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code when the server has revoked this agent.
+const EXIT_REVOKED: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "picket-agent",
+    version,
+    about = "The Picket agent: runs detection jobs from the Picket control plane against your SIEM.",
+    long_about = "The Picket agent runs inside your network next to your SIEM. It keeps one \
+outbound connection to the Picket server, receives jobs that are signed by the server and \
+encrypted to this agent only, runs them against the SIEM's API, and sends back only outcomes \
+and health figures, never a log line.\n\n\
+Start with `picket-agent enroll`, then run `picket-agent run` as a service.",
+    after_help = "Configuration: --config, else $PICKET_AGENT_CONFIG, else /etc/picket/agent.toml \
+(a missing file is fine). Every key can be overridden with PICKET_AGENT_<KEY> (e.g. \
+PICKET_AGENT_STATE_DIR)."
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "PICKET_AGENT_CONFIG",
+        default_value = DEFAULT_CONFIG_PATH
+    )]
+    config: PathBuf,
+
+    /// Log output format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll this host with the Picket server using a one-time token.
+    ///
+    /// The token is read from a file or standard input, never from the
+    /// command line (where other users could read it in the process list).
+    /// The server's job-signing key is checked against the fingerprint in
+    /// the token and pinned; nothing is written if they differ.
+    Enroll(EnrollArgs),
+    /// Run the agent: connect to the server and process jobs until stopped (SIGTERM / Ctrl-C).
+    Run,
+    /// Show whether this host is enrolled, which server key is pinned, and the last job.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    /// Base URL of the Picket server, e.g. https://picket.example.com
+    #[arg(long, value_name = "URL")]
+    server: String,
+
+    /// File holding the enrollment token, or `-` to read it from standard input.
+    #[arg(long, value_name = "PATH")]
+    token_file: PathBuf,
+
+    /// State directory (keys, enrollment, job ledger); overrides the configuration.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Replace an existing enrollment (new keys and agent id; the old job ledger is kept aside).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// State directory; overrides the configuration.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = std::env::var("PICKET_AGENT_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    // One process-wide crypto provider for rustls (the agent's own configs also name it explicitly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<Revoked>().is_some() {
+                ExitCode::from(EXIT_REVOKED)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let mut config = AgentConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Enroll(args) => {
+            if let Some(dir) = args.state_dir {
+                config.state_dir = dir;
+            }
+            let server = config.check_server_url(&args.server, "--server")?;
+            let token = enroll::read_token(&args.token_file)?;
+            let e = enroll::enroll(&config, &server, token, args.force).await?;
+            println!("enrolled: agent id {}", e.agent_id);
+            println!("pinned server signing key {}", e.key_id);
+            println!(
+                "state written to {}; start the service with `picket-agent run`",
+                config.state_dir.display()
+            );
+            Ok(())
+        }
+        Command::Run => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(watch_signals(shutdown.clone()));
+            run_agent(config, shutdown).await
+        }
+        Command::Status(args) => {
+            if let Some(dir) = args.state_dir {
+                config.state_dir = dir;
+            }
+            status(&config.state_dir)
+        }
+    }
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn watch_signals(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the agent");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stop requested; shutting down");
+    shutdown.cancel();
+}
+
+fn status(dir: &Path) -> anyhow::Result<()> {
+    let state = StateDir::new(dir);
+    println!("state directory: {}", dir.display());
+    if !state.is_enrolled() {
+        println!("enrolled: no (run `picket-agent enroll`)");
+        return Ok(());
+    }
+    let e = state.load_enrollment()?;
+    println!("enrolled: yes");
+    println!("agent id: {}", e.agent_id);
+    println!("tenant id: {}", e.tenant_id);
+    println!("server: {}", e.server_url);
+    println!("pinned server key fingerprint: {}", e.key_id);
+    match state.load_keys() {
+        Ok(_) => println!("keys: ok"),
+        Err(err) => println!("keys: PROBLEM: {err:#}"),
+    }
+    if let Some(at) = state.revoked_at() {
+        println!(
+            "revoked: yes, at {} (run `picket-agent enroll --force` with a new token)",
+            rfc3339(at)
+        );
+    }
+    match Ledger::last_job_in(dir).context("cannot read the job ledger")? {
+        None => println!("last job: none"),
+        Some(j) => {
+            let class = j
+                .result
+                .error_class
+                .map(|c| format!(" ({})", c.as_str()))
+                .unwrap_or_default();
+            println!(
+                "last job: {} {} {}{} at {}{}",
+                j.job_id,
+                j.kind.as_str(),
+                j.result.outcome.as_str(),
+                class,
+                rfc3339(j.finished_at),
+                if j.acked {
+                    ""
+                } else {
+                    ", not yet acknowledged by the server"
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn token_is_never_accepted_on_argv() {
+        let cmd = Cli::command();
+        let enroll = cmd.find_subcommand("enroll").unwrap();
+        for arg in enroll.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                id == "token_file" || !id.contains("token"),
+                "argument `{id}` could carry a token"
+            );
+            assert!(
+                !arg.is_positional(),
+                "positional argument `{id}` could carry a token"
+            );
+        }
+        let token = "pkt1.AAAA.0000";
+        for argv in [
+            vec![
+                "picket-agent",
+                "enroll",
+                "--server",
+                "https://x",
+                "--token",
+                token,
+            ],
+            vec!["picket-agent", "enroll", "--server", "https://x", token],
+            vec![
+                "picket-agent",
+                "enroll",
+                "--server",
+                "https://x",
+                "--token-file",
+                "f",
+                token,
+            ],
+        ] {
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?} was accepted");
+        }
+        let ok = Cli::try_parse_from([
+            "picket-agent",
+            "enroll",
+            "--server",
+            "https://x",
+            "--token-file",
+            "-",
+        ])
+        .unwrap();
+        assert!(
+            matches!(ok.command, Command::Enroll(ref a) if a.token_file == Path::new("-")),
+            "{ok:?}"
+        );
+    }
+
+    #[test]
+    fn config_flag_works_before_or_after_the_subcommand() {
+        let a = Cli::try_parse_from(["picket-agent", "run", "--config", "/x.toml"]).unwrap();
+        let b = Cli::try_parse_from(["picket-agent", "--config", "/x.toml", "run"]).unwrap();
+        assert_eq!(a.config, PathBuf::from("/x.toml"));
+        assert_eq!(b.config, PathBuf::from("/x.toml"));
+    }
+}

@@ -1,0 +1,527 @@
+//! `picket-agent run`: the connection loop and one WebSocket session.
+//!
+//! ```text
+//! run_agent
+//!  ├─ job worker task (jobs.rs)          ← lives for the whole process
+//!  └─ loop { connect → handshake → session loop → backoff }  (until shutdown / Revoked)
+//!       session loop: select! {
+//!           shutdown            → close frame, return
+//!           read deadline       → no frame in 3 × heartbeat: close, reconnect
+//!           frame from server   → Ping→Pong, Job/ResultAck→worker, RetryAfter, Revoked, Close
+//!           outgoing channel    → JobAck / JobResult / Health to the server
+//!           health interval     → spawn a report (process, host, SIEM probes)
+//!       }
+//! ```
+//!
+//! Handshake: the server's `Challenge` must name the pinned signing key (else
+//! the agent closes and logs an error: possible interception); the agent
+//! answers `Hello` signed over `Hello::signing_bytes(nonce, agent_id,
+//! server_key)`; the server answers `Welcome` with the session settings.
+//! Nothing received from the server is ever logged verbatim.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ed25519_dalek::VerifyingKey;
+use futures_util::{SinkExt, StreamExt};
+use picket_proto::{
+    AgentMsg, B64, ConnectionInfo, Hello, KeyFingerprint, ServerMsg, SiemKind, decode_server_msg,
+    encode,
+};
+use picket_shared::keys::{AgentKeys, fingerprint};
+use reqwest::Url;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::backoff::{Backoff, SessionEnd};
+use crate::config::{AgentConfig, DEFAULT_POLICY_PATH};
+use crate::health::{Counters, Sampler, probe_all};
+use crate::jobs::{Worker, WorkerMsg};
+use crate::ledger::Ledger;
+use crate::net::{self, Ws};
+use crate::policy::Policy;
+use crate::state::StateDir;
+
+/// The server revoked this agent: it must not reconnect. `run_agent` returns
+/// this (inside `anyhow::Error`) so the binary can exit with a clear message.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this agent (id {agent_id}) has been revoked by the server and will not reconnect; \
+     enroll again with a new token (`picket-agent enroll --force`) to use this host"
+)]
+pub struct Revoked {
+    /// The revoked agent.
+    pub agent_id: Uuid,
+}
+
+/// Capacity of the worker and outgoing channels.
+const CHANNEL_CAPACITY: usize = 256;
+/// Bounds applied to the server's session settings.
+const MIN_HEARTBEAT_SECS: u32 = 1;
+const MIN_HEALTH_SECS: u32 = 5;
+const MIN_FRAME_BYTES: usize = 4096;
+
+/// Everything a session needs, fixed for the life of the process.
+struct Ctx {
+    agent_id: Uuid,
+    keys: Arc<AgentKeys>,
+    key_id: KeyFingerprint,
+    server: Url,
+    tls: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    max_frame_bytes: usize,
+    siem_timeout: Duration,
+    http: reqwest::Client,
+    counters: Arc<Counters>,
+    sampler: Arc<tokio::sync::Mutex<Sampler>>,
+}
+
+/// How one session ended.
+enum Ended {
+    Shutdown,
+    Revoked,
+    Reconnect(SessionEnd),
+}
+
+/// Runs the agent until `shutdown` is cancelled (returns `Ok`) or the server
+/// revokes it (returns an error holding [`Revoked`]).
+///
+/// # Errors
+/// Start-up failures (not enrolled, unreadable keys or ledger, bad TLS
+/// configuration, invalid policy), or [`Revoked`].
+pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let state = StateDir::new(&config.state_dir);
+    let enrollment = state.load_enrollment()?;
+    if let Some(at) = state.revoked_at() {
+        let when = time::OffsetDateTime::from_unix_timestamp(at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| at.to_string());
+        return Err(anyhow::Error::new(Revoked {
+            agent_id: enrollment.agent_id,
+        })
+        .context(format!("revoked at {when}")));
+    }
+    let keys = Arc::new(state.load_keys()?);
+    let server = config.effective_server_url(&enrollment.server_url)?;
+    if server.scheme() == "http" {
+        tracing::warn!(
+            server = %net::display_host(&server),
+            "DANGEROUS: dangerous_plaintext is set and the server URL is http://; \
+             the connection to the control plane is NOT encrypted"
+        );
+    }
+    let pinned = VerifyingKey::from_bytes(&enrollment.server_signing_key.0)
+        .context("enrollment.json holds an invalid server signing key")?;
+    if fingerprint(&pinned) != enrollment.key_id {
+        bail!(
+            "enrollment.json is inconsistent: key_id is not the fingerprint of server_signing_key"
+        );
+    }
+    let tls = net::tls_config(config.ca_bundle.as_deref())?;
+    let http = net::siem_http_client(&tls, config.connect_timeout, config.siem_timeout)?;
+    let ledger = Ledger::open(state.path())?;
+    let policy = Policy::load(
+        config.policy_file.as_deref(),
+        Path::new(DEFAULT_POLICY_PATH),
+    )?;
+    let counters = Arc::new(Counters::default());
+
+    let (out_tx, mut out_rx) = mpsc::channel::<AgentMsg>(CHANNEL_CAPACITY);
+    let (work_tx, work_rx) = mpsc::channel::<WorkerMsg>(CHANNEL_CAPACITY);
+    let worker = Worker {
+        agent_id: enrollment.agent_id,
+        keys: Arc::clone(&keys),
+        pinned: vec![pinned],
+        ledger: Arc::new(Mutex::new(ledger)),
+        policy,
+        http: http.clone(),
+        siem_timeout: config.siem_timeout,
+        clock_skew_secs: config.clock_skew_secs,
+        counters: Arc::clone(&counters),
+        out: out_tx.clone(),
+    };
+    let worker_stop = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.run(work_rx, worker_stop.clone()));
+
+    let ctx = Ctx {
+        agent_id: enrollment.agent_id,
+        keys,
+        key_id: enrollment.key_id,
+        server,
+        tls,
+        connect_timeout: config.connect_timeout,
+        max_frame_bytes: config.max_frame_bytes,
+        siem_timeout: config.siem_timeout,
+        http,
+        counters,
+        sampler: Arc::new(tokio::sync::Mutex::new(Sampler::new())),
+    };
+    tracing::info!(
+        agent_id = %ctx.agent_id,
+        server = %net::display_host(&ctx.server),
+        version = env!("CARGO_PKG_VERSION"),
+        "agent starting"
+    );
+
+    let mut backoff = Backoff::new();
+    let result = loop {
+        let (ended, uptime) = session(&ctx, &mut out_rx, &out_tx, &work_tx, &shutdown).await;
+        let end = match ended {
+            Ended::Shutdown => break Ok(()),
+            Ended::Revoked => {
+                tracing::error!(agent_id = %ctx.agent_id, "the server revoked this agent; stopping for good");
+                if let Err(e) = state.mark_revoked() {
+                    tracing::error!(error = %format!("{e:#}"), "cannot record the revocation");
+                }
+                break Err(anyhow::Error::new(Revoked {
+                    agent_id: ctx.agent_id,
+                }));
+            }
+            Ended::Reconnect(end) => end,
+        };
+        let delay = backoff.delay_after(end, uptime);
+        tracing::info!(
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "reconnecting after a delay"
+        );
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    };
+
+    // Let a job in progress finish (bounded by its own deadline), then stop the worker.
+    worker_stop.cancel();
+    drop(work_tx);
+    let grace = config.siem_timeout + Duration::from_secs(5);
+    if tokio::time::timeout(grace, worker_task).await.is_err() {
+        tracing::warn!("the job worker did not stop in time");
+    }
+    tracing::info!("agent stopped");
+    result
+}
+
+/// One connection, from TCP to close. Returns how it ended and how long it
+/// was up after `Welcome` (zero if it never got there).
+async fn session(
+    ctx: &Ctx,
+    out_rx: &mut mpsc::Receiver<AgentMsg>,
+    out_tx: &mpsc::Sender<AgentMsg>,
+    work_tx: &mpsc::Sender<WorkerMsg>,
+    shutdown: &CancellationToken,
+) -> (Ended, Duration) {
+    let connecting = async {
+        let mut ws =
+            net::connect_ws(&ctx.server, Arc::clone(&ctx.tls), ctx.max_frame_bytes).await?;
+        let welcome = handshake(ctx, &mut ws).await?;
+        anyhow::Ok((ws, welcome))
+    };
+    let attempt = tokio::select! {
+        () = shutdown.cancelled() => return (Ended::Shutdown, Duration::ZERO),
+        r = tokio::time::timeout(ctx.connect_timeout, connecting) => r,
+    };
+    let (mut ws, welcome) = match attempt {
+        Ok(Ok((ws, Handshake::Welcome(w)))) => (ws, w),
+        Ok(Ok((_, Handshake::Ended(e)))) => return (e, Duration::ZERO),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot connect to the server");
+            return (Ended::Reconnect(SessionEnd::Failed), Duration::ZERO);
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_secs = ctx.connect_timeout.as_secs(),
+                "connecting to the server timed out"
+            );
+            return (Ended::Reconnect(SessionEnd::Failed), Duration::ZERO);
+        }
+    };
+
+    let up = Instant::now();
+    let heartbeat = welcome.heartbeat_secs.max(MIN_HEARTBEAT_SECS);
+    let read_deadline = Duration::from_secs(u64::from(heartbeat) * 3);
+    let health_every = Duration::from_secs(u64::from(welcome.health_secs.max(MIN_HEALTH_SECS)));
+    let max_frame = usize::try_from(welcome.max_frame_bytes)
+        .unwrap_or(usize::MAX)
+        .min(ctx.max_frame_bytes)
+        .max(MIN_FRAME_BYTES);
+    let connections = Arc::new(welcome.connections);
+    tracing::info!(
+        heartbeat_secs = heartbeat,
+        health_secs = health_every.as_secs(),
+        connections = connections.len(),
+        "connected to the server"
+    );
+
+    // Anything queued while disconnected is stale: unacknowledged results are
+    // resent from the ledger, and the server redelivers unanswered jobs.
+    while out_rx.try_recv().is_ok() {}
+    if work_tx.send(WorkerMsg::SessionStarted).await.is_err() {
+        return (Ended::Shutdown, up.elapsed());
+    }
+
+    let mut health = tokio::time::interval_at(up + health_every, health_every);
+    health.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut health_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut last_frame = Instant::now();
+
+    let ended = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                close(&mut ws, CloseCode::Away, "agent shutting down").await;
+                break Ended::Shutdown;
+            }
+            () = tokio::time::sleep_until(last_frame + read_deadline) => {
+                tracing::warn!(deadline_secs = read_deadline.as_secs(), "no frame from the server within the read deadline; reconnecting");
+                close(&mut ws, CloseCode::Away, "read deadline").await;
+                break Ended::Reconnect(SessionEnd::Failed);
+            }
+            frame = ws.next() => {
+                last_frame = Instant::now();
+                match frame {
+                    None => {
+                        tracing::info!("the server closed the connection");
+                        break Ended::Reconnect(SessionEnd::ServerClosed);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "connection to the server broke");
+                        break Ended::Reconnect(SessionEnd::Failed);
+                    }
+                    Some(Ok(Message::Text(text))) => match decode_server_msg(&text, max_frame) {
+                        Ok(msg) => {
+                            if let Some(end) = on_message(ctx, &mut ws, work_tx, msg).await {
+                                break end;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "refusing a malformed frame from the server; closing");
+                            close(&mut ws, CloseCode::Invalid, "malformed frame").await;
+                            break Ended::Reconnect(SessionEnd::Failed);
+                        }
+                    },
+                    Some(Ok(Message::Binary(b))) => {
+                        tracing::warn!(bytes = b.len(), "refusing a binary frame from the server; closing");
+                        close(&mut ws, CloseCode::Unsupported, "binary frames are not part of the protocol").await;
+                        break Ended::Reconnect(SessionEnd::Failed);
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        log_close(frame.as_ref());
+                        break Ended::Reconnect(SessionEnd::ServerClosed);
+                    }
+                    // WebSocket pings are answered by tungstenite itself.
+                    Some(Ok(_)) => {}
+                }
+            }
+            Some(msg) = out_rx.recv() => {
+                if let Err(e) = send(&mut ws, &msg, max_frame).await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot send to the server");
+                    break Ended::Reconnect(SessionEnd::Failed);
+                }
+            }
+            _ = health.tick() => {
+                if health_task.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                    health_task = Some(spawn_health(ctx, &connections, out_tx.clone(), health_every));
+                }
+            }
+        }
+    };
+    if let Some(t) = health_task {
+        t.abort();
+    }
+    (ended, up.elapsed())
+}
+
+/// Handles one decoded message. `Some` ends the session.
+async fn on_message(
+    ctx: &Ctx,
+    ws: &mut Ws,
+    work_tx: &mpsc::Sender<WorkerMsg>,
+    msg: ServerMsg,
+) -> Option<Ended> {
+    match msg {
+        ServerMsg::Ping { t } => {
+            if let Err(e) = send(ws, &AgentMsg::Pong { t }, usize::MAX).await {
+                tracing::warn!(error = %format!("{e:#}"), "cannot answer a ping");
+                return Some(Ended::Reconnect(SessionEnd::Failed));
+            }
+        }
+        ServerMsg::Job { job } => {
+            if work_tx.send(WorkerMsg::Job(Box::new(job))).await.is_err() {
+                return Some(Ended::Shutdown);
+            }
+        }
+        ServerMsg::ResultAck { job_id } => {
+            if work_tx.send(WorkerMsg::ResultAcked(job_id)).await.is_err() {
+                return Some(Ended::Shutdown);
+            }
+        }
+        ServerMsg::RetryAfter { secs } => {
+            tracing::info!(secs, "the server asked the agent to come back later");
+            close(ws, CloseCode::Normal, "retry after").await;
+            return Some(Ended::Reconnect(SessionEnd::RetryAfter(secs)));
+        }
+        ServerMsg::Revoked => {
+            close(ws, CloseCode::Normal, "revoked").await;
+            return Some(Ended::Revoked);
+        }
+        ServerMsg::Challenge(_) | ServerMsg::Welcome(_) => {
+            tracing::warn!("unexpected handshake message mid-session; closing");
+            close(ws, CloseCode::Protocol, "unexpected handshake message").await;
+            return Some(Ended::Reconnect(SessionEnd::Failed));
+        }
+        // A message added in a later protocol revision: ignore it.
+        _ => tracing::debug!(agent_id = %ctx.agent_id, "ignoring an unknown server message"),
+    }
+    None
+}
+
+enum Handshake {
+    Welcome(picket_proto::Welcome),
+    Ended(Ended),
+}
+
+/// Challenge → Hello → Welcome (or RetryAfter / Revoked).
+async fn handshake(ctx: &Ctx, ws: &mut Ws) -> anyhow::Result<Handshake> {
+    let challenge = match next_msg(ws, ctx.max_frame_bytes).await? {
+        ServerMsg::Challenge(c) => c,
+        ServerMsg::RetryAfter { secs } => {
+            return Ok(Handshake::Ended(Ended::Reconnect(SessionEnd::RetryAfter(
+                secs,
+            ))));
+        }
+        ServerMsg::Revoked => return Ok(Handshake::Ended(Ended::Revoked)),
+        _ => {
+            close(ws, CloseCode::Protocol, "expected a challenge").await;
+            bail!("the server did not start with a challenge");
+        }
+    };
+    if challenge.server_key != ctx.key_id {
+        tracing::error!(
+            pinned = %ctx.key_id,
+            presented = %challenge.server_key,
+            "the server presented a signing key that is not the pinned one: possible interception; refusing"
+        );
+        close(ws, CloseCode::Policy, "server key is not the pinned key").await;
+        bail!("server signing key mismatch");
+    }
+    let signature = ctx.keys.sign(&Hello::signing_bytes(
+        &challenge.nonce.0,
+        &ctx.agent_id,
+        &challenge.server_key,
+    ));
+    let hello = AgentMsg::Hello(Hello {
+        agent_id: ctx.agent_id,
+        version: crate::enroll::agent_version()?,
+        capabilities: vec![SiemKind::Splunk],
+        signature: B64(signature),
+    });
+    send(ws, &hello, ctx.max_frame_bytes).await?;
+    match next_msg(ws, ctx.max_frame_bytes).await? {
+        ServerMsg::Welcome(w) if w.agent_id == ctx.agent_id => Ok(Handshake::Welcome(w)),
+        ServerMsg::Welcome(_) => {
+            close(ws, CloseCode::Policy, "welcome for another agent").await;
+            bail!("the server welcomed another agent id");
+        }
+        ServerMsg::RetryAfter { secs } => {
+            close(ws, CloseCode::Normal, "retry after").await;
+            Ok(Handshake::Ended(Ended::Reconnect(SessionEnd::RetryAfter(
+                secs,
+            ))))
+        }
+        ServerMsg::Revoked => {
+            close(ws, CloseCode::Normal, "revoked").await;
+            Ok(Handshake::Ended(Ended::Revoked))
+        }
+        _ => {
+            close(ws, CloseCode::Protocol, "expected welcome").await;
+            bail!("the server did not answer the hello with a welcome");
+        }
+    }
+}
+
+/// The next protocol message during the handshake (control frames skipped).
+async fn next_msg(ws: &mut Ws, max_frame: usize) -> anyhow::Result<ServerMsg> {
+    loop {
+        match ws.next().await {
+            None => bail!("the server closed the connection during the handshake"),
+            Some(Err(e)) => return Err(e).context("connection broke during the handshake"),
+            Some(Ok(Message::Text(t))) => {
+                return decode_server_msg(&t, max_frame)
+                    .context("the server sent a malformed handshake frame");
+            }
+            Some(Ok(Message::Close(f))) => {
+                let reason = f.as_ref().map(|f| printable(&f.reason)).unwrap_or_default();
+                bail!("the server closed the connection during the handshake: {reason}");
+            }
+            Some(Ok(Message::Binary(_))) => bail!("the server sent a binary frame"),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, msg: &AgentMsg, max_frame: usize) -> anyhow::Result<()> {
+    let text = encode(msg).context("cannot encode a message")?;
+    if text.len() > max_frame {
+        // Never expected (agent messages are small); drop rather than break the session.
+        tracing::error!(
+            bytes = text.len(),
+            max_frame,
+            "dropping an oversized outgoing message"
+        );
+        return Ok(());
+    }
+    ws.send(Message::text(text)).await.context("write failed")
+}
+
+async fn close(ws: &mut Ws, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
+}
+
+fn log_close(frame: Option<&CloseFrame>) {
+    match frame {
+        Some(f) => tracing::info!(
+            code = u16::from(f.code),
+            reason = %printable(&f.reason),
+            "the server closed the connection"
+        ),
+        None => tracing::info!("the server closed the connection"),
+    }
+}
+
+/// A close reason is server text: keep it printable and short before logging it.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(123).collect()
+}
+
+fn spawn_health(
+    ctx: &Ctx,
+    connections: &Arc<Vec<ConnectionInfo>>,
+    out: mpsc::Sender<AgentMsg>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let sampler = Arc::clone(&ctx.sampler);
+    let counters = Arc::clone(&ctx.counters);
+    let http = ctx.http.clone();
+    let connections = Arc::clone(connections);
+    // Probes must finish before the next report is due.
+    let deadline = ctx.siem_timeout.min(every);
+    tokio::spawn(async move {
+        let mut report = sampler.lock().await.sample(&counters);
+        report.siem = probe_all(&connections, &http, deadline).await;
+        let _ = out.send(AgentMsg::Health(report)).await;
+    })
+}

@@ -1,0 +1,334 @@
+//! The server and agent as child processes, started from the real binaries
+//! with real config files, killed with SIGKILL to simulate a crash.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// Path of a workspace binary next to the running test executable
+/// (`target/<profile>/<name>`).
+///
+/// # Errors
+/// If the binary has not been built, with the command that builds it.
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join(name);
+    if !p.exists() {
+        anyhow::bail!(
+            "{} is missing: build it with `cargo build --workspace --bins` (cargo test --workspace does this)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// How to run the server.
+#[derive(Clone)]
+pub struct ServerOpts {
+    /// Serve TLS with these PEM files (cert, key).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Database URL (default: SQLite in the data dir).
+    pub database_url: Option<String>,
+    /// Agent heartbeat, seconds.
+    pub heartbeat_secs: u32,
+    /// Agent health interval, seconds.
+    pub health_secs: u32,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        ServerOpts {
+            tls: None,
+            database_url: None,
+            heartbeat_secs: 2,
+            health_secs: 1,
+        }
+    }
+}
+
+/// A running `picket-server`.
+pub struct ServerProc {
+    child: Option<Child>,
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Base URL (`http://` or `https://`).
+    pub url: String,
+    dir: PathBuf,
+    opts: ServerOpts,
+    /// Combined log of every run, for debugging and leak checks.
+    pub log_path: PathBuf,
+}
+
+const MASTER_SECRET: &str = "cGlja2V0LWUyZS1tYXN0ZXItc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY=";
+
+impl ServerProc {
+    /// Starts a server with its data in `dir`, on an ephemeral port.
+    ///
+    /// # Errors
+    /// If the binary is missing or the server does not come up.
+    pub async fn start(dir: &Path, opts: ServerOpts) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut s = ServerProc {
+            child: None,
+            addr: "127.0.0.1:0".parse()?,
+            url: String::new(),
+            dir: dir.to_owned(),
+            opts,
+            log_path: dir.join("server.log"),
+        };
+        s.spawn().await?;
+        Ok(s)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let secret_file = self.dir.join("master.secret");
+        std::fs::write(&secret_file, MASTER_SECRET)?;
+        let mut cfg = format!(
+            "listen = \"{}\"\ndata_dir = \"{}\"\nmaster_secret_file = \"{}\"\n",
+            self.addr,
+            self.dir.join("data").display(),
+            secret_file.display()
+        );
+        if self.addr.port() != 0 {
+            let scheme = if self.opts.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            cfg.push_str(&format!("public_url = \"{scheme}://{}\"\n", self.addr));
+        }
+        if let Some(u) = &self.opts.database_url {
+            cfg.push_str(&format!("database_url = \"{u}\"\n"));
+        }
+        cfg.push_str(&format!(
+            "[agents]\nheartbeat_secs = {}\nhealth_secs = {}\n",
+            self.opts.heartbeat_secs, self.opts.health_secs
+        ));
+        if let Some((c, k)) = &self.opts.tls {
+            cfg.push_str(&format!(
+                "[tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+                c.display(),
+                k.display()
+            ));
+        }
+        let cfg_path = self.dir.join("server.toml");
+        std::fs::write(&cfg_path, cfg)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let mut child = Command::new(bin("picket-server")?)
+            .arg("--config")
+            .arg(&cfg_path)
+            .env("PICKET_LOG", "info,picket_server=debug")
+            .env_remove("PICKET_MASTER_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning picket-server")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("server did not start within 60 s")??
+            .with_context(|| {
+                format!(
+                    "server exited before listening; see {}",
+                    self.log_path.display()
+                )
+            })?;
+        let addr = line
+            .strip_prefix("picket-server listening on ")
+            .with_context(|| format!("unexpected first line from server: {line}"))?;
+        self.addr = addr.parse()?;
+        let scheme = if self.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        self.url = format!("{scheme}://{}", self.addr);
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the server (SIGKILL: no graceful shutdown, like a crash).
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Starts the server again on the same address and data.
+    ///
+    /// # Errors
+    /// If it does not come up.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn().await {
+                Ok(()) => return Ok(()),
+                // The old socket may linger for a moment.
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing_hint(&e);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+}
+
+fn tracing_hint(e: &anyhow::Error) {
+    eprintln!("server restart attempt failed, retrying: {e:#}");
+}
+
+/// An enrolled agent (a state directory and a config file), optionally running.
+pub struct AgentProc {
+    child: Option<Child>,
+    /// The agent's config file.
+    pub config_path: PathBuf,
+    /// The agent's state directory.
+    pub state_dir: PathBuf,
+    /// The agent's log.
+    pub log_path: PathBuf,
+    /// Agent id from enrollment.
+    pub agent_id: String,
+}
+
+/// How to configure an agent.
+#[derive(Clone, Default)]
+pub struct AgentOpts {
+    /// Trust this CA for the server (TLS).
+    pub ca_bundle: Option<PathBuf>,
+    /// Allow http:// (tests without TLS).
+    pub plaintext: bool,
+    /// Server URL to connect to at run time, if not the one enrolled with (e.g. a proxy).
+    pub connect_url: Option<String>,
+}
+
+impl AgentProc {
+    /// Writes a config and runs `picket-agent enroll` with the token in a file.
+    ///
+    /// # Errors
+    /// If enrollment fails (the message includes the agent's output).
+    pub async fn enroll(
+        dir: &Path,
+        server_url: &str,
+        token: &str,
+        opts: &AgentOpts,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let state_dir = dir.join("state");
+        let config_path = dir.join("agent.toml");
+        let mut cfg = format!(
+            "state_dir = \"{}\"\nsiem_timeout_secs = 5\nconnect_timeout_secs = 5\n",
+            state_dir.display()
+        );
+        if let Some(ca) = &opts.ca_bundle {
+            cfg.push_str(&format!("ca_bundle = \"{}\"\n", ca.display()));
+        }
+        if opts.plaintext {
+            cfg.push_str("dangerous_plaintext = true\n");
+        }
+        std::fs::write(&config_path, &cfg)?;
+        let token_path = dir.join("token");
+        std::fs::write(&token_path, token)?;
+        let out = Command::new(bin("picket-agent")?)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("enroll")
+            .arg("--server")
+            .arg(server_url)
+            .arg("--token-file")
+            .arg(&token_path)
+            .output()
+            .await
+            .context("running picket-agent enroll")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "picket-agent enroll failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = std::fs::remove_file(&token_path);
+        if let Some(u) = &opts.connect_url {
+            cfg.push_str(&format!("server_url = \"{u}\"\n"));
+            std::fs::write(&config_path, &cfg)?;
+        }
+        let enrollment: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(state_dir.join("enrollment.json")).context("enrollment.json")?,
+        )?;
+        let agent_id = enrollment["agent_id"]
+            .as_str()
+            .context("agent_id in enrollment.json")?
+            .to_owned();
+        Ok(AgentProc {
+            child: None,
+            config_path,
+            state_dir,
+            log_path: dir.join("agent.log"),
+            agent_id,
+        })
+    }
+
+    /// Starts `picket-agent run`.
+    ///
+    /// # Errors
+    /// If it cannot be spawned.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(bin("picket-agent")?)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("run")
+            .env("PICKET_AGENT_LOG", "info,picket_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning picket-agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the agent (SIGKILL).
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
