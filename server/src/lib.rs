@@ -73,15 +73,29 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// Creates the data directory (mode 0700: it holds the database) when the
+/// database is the embedded SQLite file.
+///
+/// # Errors
+/// If the directory cannot be created.
+pub fn prepare(config: &ServerConfig) -> anyhow::Result<()> {
+    if config.database_url.starts_with("sqlite:") && !config.data_dir.exists() {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Opens storage, loads keys, binds `config.listen` and serves until `shutdown` fires.
 ///
 /// # Errors
 /// If storage, keys, TLS material or the listener cannot be set up.
 pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    if config.database_url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    }
+    prepare(&config)?;
     let db = db::connect(&config.database_url).await?;
     let keys = keys::ServerKeys::load_or_create(&db, &config.master_secret).await?;
     let listener = TcpListener::bind(config.listen)

@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Some(Command::CheckConfig) => {
+                picket_server::prepare(&config)?;
                 picket_server::db::connect(&config.database_url).await?;
                 println!(
                     "configuration OK: listen {}, database {}",

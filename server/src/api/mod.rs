@@ -89,6 +89,24 @@ async fn healthz() -> impl IntoResponse {
     "ok"
 }
 
+/// The landing page: what this server is and where its API lives. The web
+/// console replaces it; until then it must not pretend to be one.
+async fn index() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        concat!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Picket control plane</title></head>",
+            "<body><h1>Picket control plane</h1>",
+            "<p>This server is running. The web console is not built yet; use the JSON API.</p>",
+            "<ul><li><a href=\"/v1/openapi.json\">API description (OpenAPI)</a></li>",
+            "<li><a href=\"/healthz\">Health check</a></li></ul></body></html>"
+        ),
+    )
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }
@@ -104,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deployments::router())
         .merge(openapi::router());
     Router::new()
+        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/v1/agent/connect", get(crate::gateway::connect))
         .merge(api)

@@ -1,0 +1,185 @@
+//! Storage on both backends: migrations, the signing key wrapped under the
+//! master secret, and the outbox's per-agent sequence under concurrency.
+//!
+//! PostgreSQL is `postgres://postgres@127.0.0.1:5432` unless
+//! `PICKET_TEST_POSTGRES_URL` says otherwise; each run uses a fresh database.
+//! PostgreSQL being down fails the test (`.ci/run` starts it).
+
+// Helpers here are test code: a failed unwrap is a test failure at its exact line.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use picket_proto::{Credential, JobAction, JobSpec, SiemSettings, SiemTarget, SplunkSettings};
+use picket_server::db::entity::{agent, job, tenant};
+use picket_server::keys::ServerKeys;
+use picket_server::service::jobs;
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait as _, DatabaseConnection,
+    EntityTrait as _, QueryFilter as _, Set, TransactionTrait as _,
+};
+use uuid::Uuid;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-storage";
+
+fn pg_admin() -> String {
+    std::env::var("PICKET_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+async fn fresh_pg() -> (String, String) {
+    let admin = sea_orm::Database::connect(format!("{}/test", pg_admin()))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {} is not reachable ({e}); .ci/run starts it",
+                pg_admin()
+            )
+        });
+    let name = format!("picket_storage_{}", Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    (format!("{}/{name}", pg_admin()), name)
+}
+
+async fn drop_pg(name: &str) {
+    if let Ok(admin) = sea_orm::Database::connect(format!("{}/test", pg_admin())).await {
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    }
+}
+
+async fn seed_agent(db: &DatabaseConnection) -> agent::Model {
+    let tenant_id = Uuid::now_v7();
+    tenant::ActiveModel {
+        id: Set(tenant_id),
+        name: Set("t".into()),
+        wrapped_key: Set(None),
+        key_version: Set(1),
+        min_approvers: Set(1),
+        created_at: Set(0),
+    }
+    .insert(db)
+    .await
+    .unwrap();
+    let keys = picket_shared::AgentKeys::generate().unwrap();
+    agent::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(tenant_id),
+        hostname: Set("h".into()),
+        version: Set("0.1.0".into()),
+        x25519_public: Set(keys.x25519_public().to_vec()),
+        ed25519_public: Set(keys.ed25519_public().to_vec()),
+        enrolled_at: Set(0),
+        last_seen_at: Set(None),
+        last_seq: Set(0),
+        revoked_at: Set(None),
+    }
+    .insert(db)
+    .await
+    .unwrap()
+}
+
+fn spec() -> JobSpec {
+    JobSpec {
+        target: SiemTarget {
+            connection_id: Uuid::now_v7(),
+            name: "c".into(),
+            settings: SiemSettings::Splunk(SplunkSettings {
+                base_url: "http://127.0.0.1:1".into(),
+                app: "search".into(),
+                owner: "nobody".into(),
+                token: Credential::new("t".into()),
+            }),
+        },
+        action: JobAction::CheckConnection,
+    }
+}
+
+async fn exercise(url: &str) {
+    let db = picket_server::db::connect(url).await.unwrap();
+    // Migrations are idempotent: a second start finds nothing to do.
+    let db2 = picket_server::db::connect(url).await.unwrap();
+    drop(db2);
+
+    let keys = ServerKeys::load_or_create(&db, SECRET).await.unwrap();
+    let again = ServerKeys::load_or_create(&db, SECRET).await.unwrap();
+    assert_eq!(
+        keys.fingerprint, again.fingerprint,
+        "the signing key is stored, not regenerated"
+    );
+    let wrong =
+        ServerKeys::load_or_create(&db, b"another-master-secret-of-32-bytes-at-least").await;
+    let msg = format!(
+        "{:#}",
+        wrong
+            .err()
+            .expect("a different master secret must not open the signing key")
+    );
+    assert!(msg.contains("different master secret"), "{msg}");
+
+    // Concurrent enqueues for one agent get distinct, gap-free sequence numbers.
+    let a = seed_agent(&db).await;
+    let keys = std::sync::Arc::new(keys);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (db, keys, a) = (db.clone(), keys.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            let txn = db.begin().await.unwrap();
+            let j = jobs::enqueue(&txn, &keys, &a, &spec(), None, 900)
+                .await
+                .unwrap();
+            txn.commit().await.unwrap();
+            j.seq
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<i64>>());
+    let pending = jobs::undelivered(&db, a.id, 0).await.unwrap();
+    assert_eq!(pending.len(), 20);
+    assert!(
+        pending.windows(2).all(|w| w[0].0.seq < w[1].0.seq),
+        "delivered in seq order"
+    );
+    // Every stored job verifies under the server key and opens only for the agent.
+    let (row, sealed) = &pending[0];
+    let header = picket_shared::verify_job(sealed, &[keys.signing.verifying_key()]).unwrap();
+    assert_eq!(header.job_id, row.id);
+    assert_eq!(header.agent_id, a.id);
+
+    // A rolled-back transaction leaves no job behind (the outbox is transactional).
+    let txn = db.begin().await.unwrap();
+    jobs::enqueue(&txn, &keys, &a, &spec(), None, 900)
+        .await
+        .unwrap();
+    txn.rollback().await.unwrap();
+    let count = job::Entity::find()
+        .filter(job::Column::AgentId.eq(a.id))
+        .all(&db)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(count, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("picket.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_on_postgresql() {
+    let (url, name) = fresh_pg().await;
+    exercise(&url).await;
+    drop_pg(&name).await;
+}
