@@ -107,10 +107,16 @@ pub struct MasterKeys {
 impl MasterKeys {
     /// Derives the four keys.
     pub fn derive(master: &MasterSecret) -> MasterKeys {
-        let hk = Hkdf::<Sha256>::new(Some(MASTER_HKDF_SALT), master.0.expose_secret());
         let expand = |info: &[u8]| {
             let mut okm = Zeroizing::new([0u8; 32]);
-            if hk.expand(info, okm.as_mut_slice()).is_err() {
+            if hkdf_sha256(
+                MASTER_HKDF_SALT,
+                master.0.expose_secret(),
+                info,
+                okm.as_mut_slice(),
+            )
+            .is_err()
+            {
                 // HKDF-SHA256 only refuses outputs over 8160 bytes; 32 is fixed above.
                 unreachable!("HKDF-SHA256 can always produce 32 bytes");
             }
@@ -296,23 +302,77 @@ fn to_key32(pt: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     Ok(out)
 }
 
+/// HKDF-SHA256 (RFC 5869) extract-then-expand of `ikm` into `okm`: the one
+/// HKDF call of the key hierarchy (Wycheproof-tested in `wycheproof_tests`).
+///
+/// # Errors
+/// [`CryptoError::InvalidLength`] if `okm` is longer than 255 × 32 bytes.
+pub(crate) fn hkdf_sha256(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[u8],
+    okm: &mut [u8],
+) -> Result<(), CryptoError> {
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand(info, okm)
+        .map_err(|_| CryptoError::InvalidLength {
+            what: "HKDF-SHA256 output",
+        })
+}
+
+/// AES-256-GCM encryption of `buf` in place, returning the detached tag: the
+/// one AEAD encryption call of the vault (Wycheproof-tested in `wycheproof_tests`).
+///
+/// # Errors
+/// [`CryptoError::Encrypt`] if the input exceeds AES-GCM's limit (about 64 GiB).
+pub(crate) fn aes256gcm_encrypt_in_place(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    buf: &mut [u8],
+) -> Result<[u8; TAG_LEN], CryptoError> {
+    let tag = Aes256Gcm::new(key.into())
+        .encrypt_inout_detached(&Nonce::<Aes256Gcm>::from(*nonce), aad, InOutBuf::from(buf))
+        .map_err(|_| CryptoError::Encrypt)?;
+    Ok(tag.into())
+}
+
+/// AES-256-GCM decryption of `body` with a detached `tag`, straight into a
+/// zeroizing buffer: the one AEAD decryption call of the vault
+/// (Wycheproof-tested in `wycheproof_tests`).
+///
+/// # Errors
+/// [`CryptoError::Decrypt`] if the tag does not authenticate `body` and `aad`.
+pub(crate) fn aes256gcm_decrypt(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    body: &[u8],
+    tag: &[u8; TAG_LEN],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let mut out = Zeroizing::new(vec![0u8; body.len()]);
+    let buf = InOutBuf::new(body, out.as_mut_slice()).map_err(|_| CryptoError::Decrypt)?;
+    Aes256Gcm::new(key.into())
+        .decrypt_inout_detached(
+            &Nonce::<Aes256Gcm>::from(*nonce),
+            aad,
+            buf,
+            &Tag::<Aes256Gcm>::from(*tag),
+        )
+        .map_err(|_| CryptoError::Decrypt)?;
+    Ok(out)
+}
+
 /// AES-256-GCM into `0x01 ‖ nonce ‖ ct ‖ tag`. The output is allocated once
 /// at its final size and the plaintext is encrypted in place inside it.
 fn seal_blob(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let cipher = Aes256Gcm::new(key.into());
     let nonce: [u8; NONCE_LEN] = random_array()?;
     let mut out = Vec::with_capacity(BLOB_OVERHEAD + plaintext.len());
     out.push(BLOB_V1);
     out.extend_from_slice(&nonce);
     let body = out.len();
     out.extend_from_slice(plaintext);
-    let tag = cipher
-        .encrypt_inout_detached(
-            &Nonce::<Aes256Gcm>::from(nonce),
-            aad,
-            InOutBuf::from(&mut out[body..]),
-        )
-        .map_err(|_| CryptoError::Encrypt)?;
+    let tag = aes256gcm_encrypt_in_place(key, &nonce, aad, &mut out[body..])?;
     out.extend_from_slice(&tag);
     Ok(out)
 }
@@ -334,16 +394,11 @@ fn open_blob(key: &[u8; 32], aad: &[u8], blob: &[u8]) -> Result<Zeroizing<Vec<u8
     }
     let (nonce, rest) = rest.split_at(NONCE_LEN);
     let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let nonce = Nonce::<Aes256Gcm>::try_from(nonce).map_err(|_| CryptoError::BadBlob {
+    let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::BadBlob {
         reason: "bad nonce length",
     })?;
-    let tag = Tag::<Aes256Gcm>::try_from(tag).map_err(|_| CryptoError::BadBlob {
+    let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| CryptoError::BadBlob {
         reason: "bad tag length",
     })?;
-    let mut out = Zeroizing::new(vec![0u8; body.len()]);
-    let buf = InOutBuf::new(body, out.as_mut_slice()).map_err(|_| CryptoError::Decrypt)?;
-    Aes256Gcm::new(key.into())
-        .decrypt_inout_detached(&nonce, aad, buf, &tag)
-        .map_err(|_| CryptoError::Decrypt)?;
-    Ok(out)
+    aes256gcm_decrypt(key, nonce, aad, body, tag)
 }
