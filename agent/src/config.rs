@@ -18,12 +18,19 @@
 //! | `max_frame_bytes` | `PICKET_AGENT_MAX_FRAME_BYTES` | 1 MiB | largest WebSocket message accepted |
 //! | `clock_skew_secs` | `PICKET_AGENT_CLOCK_SKEW_SECS` | 60 | tolerance on job `issued_at`/`expires_at` |
 //! | `policy_file` | `PICKET_AGENT_POLICY_FILE` | `/etc/picket/policy.toml` if present | local job policy |
+//! | `proxy_url` | `PICKET_AGENT_PROXY_URL` | `HTTPS_PROXY` / `ALL_PROXY` | HTTP CONNECT proxy to the server, `http://[user:password@]host:port` |
+//! | `no_proxy` | `PICKET_AGENT_NO_PROXY` | `NO_PROXY` / `no_proxy` | hosts reached directly (comma list, suffixes, `*`) |
+//!
+//! The proxy is used for the server only (enrollment and the WebSocket),
+//! never for the SIEM; see [`crate::proxy`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
+
+use crate::proxy::ProxyConfig;
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/picket/agent.toml";
@@ -86,6 +93,8 @@ struct RawConfig {
     max_frame_bytes: Option<u64>,
     clock_skew_secs: Option<u64>,
     policy_file: Option<PathBuf>,
+    proxy_url: Option<String>,
+    no_proxy: Option<String>,
 }
 
 /// The validated configuration of one agent process.
@@ -111,6 +120,8 @@ pub struct AgentConfig {
     pub clock_skew_secs: i64,
     /// The customer's local policy file. `None` means "the default path, if it exists".
     pub policy_file: Option<PathBuf>,
+    /// The HTTP CONNECT proxy to the server, if any (credentials inside are never printed).
+    pub proxy: Option<ProxyConfig>,
 }
 
 impl Default for AgentConfig {
@@ -125,6 +136,7 @@ impl Default for AgentConfig {
             max_frame_bytes: picket_proto::DEFAULT_MAX_FRAME_BYTES,
             clock_skew_secs: 60,
             policy_file: None,
+            proxy: None,
         }
     }
 }
@@ -256,6 +268,18 @@ impl AgentConfig {
             cfg.clock_skew_secs = i64::try_from(n)
                 .map_err(|_| ConfigError::invalid(key_name("clock_skew_secs", src), "too large"))?;
         }
+        // Proxy: the agent's own key, else the standard variables.
+        let own_proxy = match var("proxy_url") {
+            Some(v) => Some((v, key_name("proxy_url", Source::Env))),
+            None => raw
+                .proxy_url
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (v, key_name("proxy_url", Source::File))),
+        };
+        let no_proxy = var("no_proxy").or(raw.no_proxy);
+        cfg.proxy = crate::proxy::resolve(own_proxy, no_proxy, &|k| env(k))
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+
         if cfg.state_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid(
                 key_name("state_dir", Source::File),
@@ -461,6 +485,30 @@ mod tests {
         assert_eq!(c.server_url.unwrap().scheme(), "http");
         let c = load(Some("server_url = \"https://picket.example\"\n"), &[]).unwrap();
         assert_eq!(c.server_url.unwrap().host_str(), Some("picket.example"));
+    }
+
+    #[test]
+    fn proxy_comes_from_the_key_or_the_standard_variables() {
+        let c = load(
+            Some("proxy_url = \"http://u:pw@p.corp:3128\"\nno_proxy = \"picket.local\"\n"),
+            &[("HTTPS_PROXY", "http://other:1")],
+        )
+        .unwrap();
+        let p = c.proxy.unwrap();
+        assert_eq!(p.display(), "p.corp:3128");
+        assert_eq!(p.source(), "proxy_url");
+        assert!(!p.applies_to(&Url::parse("https://picket.local").unwrap()));
+        let c = load(None, &[("PICKET_AGENT_PROXY_URL", "http://q:8080")]).unwrap();
+        assert_eq!(c.proxy.unwrap().source(), "PICKET_AGENT_PROXY_URL");
+        let c = load(None, &[("https_proxy", "http://lower:8080")]).unwrap();
+        assert_eq!(c.proxy.unwrap().display(), "lower:8080");
+        assert!(load(None, &[]).unwrap().proxy.is_none());
+        let e = err_text(load(Some("proxy_url = \"https://p:1\"\n"), &[]));
+        assert!(e.contains("`proxy_url`"), "{e}");
+        let e = err_text(load(None, &[("PICKET_AGENT_PROXY_URL", "nope")]));
+        assert!(e.contains("`PICKET_AGENT_PROXY_URL`"), "{e}");
+        let e = err_text(load(None, &[("ALL_PROXY", "socks5://s:1")]));
+        assert!(e.contains("`ALL_PROXY`"), "{e}");
     }
 
     #[test]

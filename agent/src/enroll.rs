@@ -81,6 +81,36 @@ fn printable(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
+/// Turns a failed enrollment request into a clear error: a proxy that
+/// wants credentials (HTTP 407) is named as such, with the key or variable
+/// the proxy came from; credentials are never part of the message.
+fn explain_send_error(e: reqwest::Error, cfg: &AgentConfig, server: &Url) -> anyhow::Error {
+    let mut chain = String::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = cur {
+        chain.push_str(&err.to_string());
+        chain.push_str(": ");
+        cur = err.source();
+    }
+    let proxy = cfg.proxy.as_ref().filter(|p| p.applies_to(server));
+    if let Some(p) = proxy
+        && chain.contains("proxy authorization required")
+    {
+        return anyhow::anyhow!(
+            "proxy authentication required (HTTP 407) by the proxy {}: check the user and password in {}",
+            p.display(),
+            p.source()
+        );
+    }
+    let via = proxy
+        .map(|p| format!(" through the proxy {}", p.display()))
+        .unwrap_or_default();
+    anyhow::Error::new(e).context(format!(
+        "cannot reach the server at {}{via}",
+        net::display_host(server)
+    ))
+}
+
 /// This host's name, reduced to the characters the protocol allows
 /// (`unknown-host` if nothing usable is left).
 fn hostname() -> anyhow::Result<Hostname> {
@@ -148,21 +178,14 @@ pub async fn enroll(
     };
 
     let tls = net::tls_config(cfg.ca_bundle.as_deref())?;
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured((*tls).clone())
-        .connect_timeout(cfg.connect_timeout)
-        .timeout(cfg.connect_timeout.saturating_mul(3))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("picket-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the HTTP client")?;
+    let http = net::server_http_client(&tls, cfg.connect_timeout, cfg.proxy.as_ref(), server)?;
     let url = net::endpoint(server, net::ENROLL_PATH)?;
     let resp = http
         .post(url)
         .json(&req)
         .send()
         .await
-        .with_context(|| format!("cannot reach the server at {}", net::display_host(server)))?;
+        .map_err(|e| explain_send_error(e, cfg, server))?;
     drop(req);
     let status = resp.status();
     let body = resp

@@ -22,6 +22,11 @@
 //!    is dropped right after;
 //! 9. `finished` is written and fsynced, then `JobResult` is sent.
 //!
+//! Every decision of steps 1 to 9 (run or refused, whether or not the ledger
+//! records it) is also appended to the customer's journal (`journal.rs`); a
+//! stored result resent for a redelivered job is not a new decision and is
+//! not journaled again.
+//!
 //! Step 3 comes before the freshness check on purpose: a job that already ran
 //! must get its real result back even after it expired, never a contradicting
 //! `expired`.
@@ -41,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::health::Counters;
+use crate::journal::{Journal, JournalEntry};
 use crate::ledger::{Ledger, LedgerError};
 use crate::policy::Policy;
 use crate::siem;
@@ -78,6 +84,16 @@ pub struct Worker {
     pub counters: Arc<Counters>,
     /// Messages for the server, drained by whichever session is connected.
     pub out: mpsc::Sender<AgentMsg>,
+    /// The customer's journal of every job run or refused.
+    pub journal: Journal,
+}
+
+/// What the journal learns about a job beyond its result.
+#[derive(Debug, Default, Clone, Copy)]
+struct Meta {
+    kind: Option<picket_proto::JobKind>,
+    rule_id: Option<Uuid>,
+    connection_id: Option<Uuid>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -218,18 +234,23 @@ impl Worker {
                         error_class = class.as_str(),
                         "dropped a job that failed verification and has no readable job id"
                     );
+                    self.write_journal(JournalEntry::now(None, Outcome::Refused, Some(class)));
                     return None;
                 };
                 tracing::warn!(%job_id, error_class = class.as_str(), "refused a job that failed verification");
                 self.counters.count(false);
-                return Some(refused(job_id, class));
+                return Some(self.noted(refused(job_id, class), Meta::default()));
             }
         };
         let job_id = header.job_id;
+        let mut meta = Meta {
+            kind: Some(header.kind),
+            ..Meta::default()
+        };
         if header.agent_id != self.agent_id {
             tracing::warn!(%job_id, "refused a job addressed to another agent");
             self.counters.count(false);
-            return Some(refused(job_id, ErrorClass::WrongAgent));
+            return Some(self.noted(refused(job_id, ErrorClass::WrongAgent), meta));
         }
 
         let known = self
@@ -246,7 +267,7 @@ impl Worker {
             Err(e) => {
                 tracing::error!(%job_id, error = %e, "cannot read the ledger; refusing the job");
                 self.counters.count(false);
-                return Some(refused(job_id, ErrorClass::Internal));
+                return Some(self.noted(refused(job_id, ErrorClass::Internal), meta));
             }
         };
         if let Some(result) = stored {
@@ -259,7 +280,8 @@ impl Worker {
                 outcome: Outcome::Failed,
                 ..refused(job_id, ErrorClass::Interrupted)
             };
-            return Some(self.finish(result).await);
+            let result = self.finish(result).await;
+            return Some(self.noted(result, meta));
         }
 
         let now = unix_now();
@@ -269,12 +291,12 @@ impl Worker {
         {
             tracing::warn!(%job_id, issued_at = header.issued_at, expires_at = header.expires_at, now, "refused an expired (or future) job");
             self.counters.count(false);
-            return Some(refused(job_id, ErrorClass::Expired));
+            return Some(self.noted(refused(job_id, ErrorClass::Expired), meta));
         }
         if header.seq <= max_seq {
             tracing::warn!(%job_id, seq = header.seq, max_seq, "refused a job with a used sequence number");
             self.counters.count(false);
-            return Some(refused(job_id, ErrorClass::Replayed));
+            return Some(self.noted(refused(job_id, ErrorClass::Replayed), meta));
         }
         let allowed = self.policy.allows_kind(header.kind) && self.policy.try_start(Instant::now());
 
@@ -285,17 +307,37 @@ impl Worker {
         {
             tracing::error!(%job_id, error = %e, "cannot record the job in the ledger; not running it");
             self.counters.count(false);
-            return Some(refused(job_id, ErrorClass::Internal));
+            return Some(self.noted(refused(job_id, ErrorClass::Internal), meta));
         }
         self.send(AgentMsg::JobAck { job_id }).await;
 
         let result = if allowed {
-            self.execute(&sealed, &header).await
+            self.execute(&sealed, &header, &mut meta).await
         } else {
             tracing::warn!(%job_id, kind = kind.as_str(), "local policy refused the job (kind or rate cap)");
             refused(job_id, ErrorClass::PolicyDenied)
         };
-        Some(self.finish(result).await)
+        let result = self.finish(result).await;
+        Some(self.noted(result, meta))
+    }
+
+    /// Journals a decision and hands the result back.
+    fn noted(&mut self, result: JobResult, meta: Meta) -> JobResult {
+        self.write_journal(JournalEntry {
+            kind: meta.kind,
+            rule_id: meta.rule_id,
+            connection_id: meta.connection_id,
+            ..JournalEntry::now(Some(result.job_id), result.outcome, result.error_class)
+        });
+        result
+    }
+
+    /// Appends to the journal; a failure is logged, never fatal (the ledger,
+    /// not the journal, is what keeps jobs from running twice).
+    fn write_journal(&mut self, entry: JournalEntry) {
+        if let Err(e) = self.journal.append(&entry) {
+            tracing::error!(error = %e, "cannot write the local job journal");
+        }
     }
 
     /// Stores a final result, counts it and returns it for sending.
@@ -317,7 +359,7 @@ impl Worker {
 
     /// Opens the spec and runs it. The spec (with its credential) lives only
     /// inside this function.
-    async fn execute(&self, sealed: &SealedJob, header: &JobHeader) -> JobResult {
+    async fn execute(&self, sealed: &SealedJob, header: &JobHeader, meta: &mut Meta) -> JobResult {
         let job_id = header.job_id;
         let spec = match open_job(sealed, header, &self.keys) {
             Ok(s) => s,
@@ -326,6 +368,13 @@ impl Worker {
                 tracing::warn!(%job_id, error_class = class.as_str(), "cannot open the job");
                 return refused(job_id, class);
             }
+        };
+        meta.connection_id = Some(spec.target.connection_id);
+        meta.rule_id = match &spec.action {
+            picket_proto::JobAction::DeployRule { rule } => Some(rule.rule_id),
+            picket_proto::JobAction::DisableRule { rule }
+            | picket_proto::JobAction::DeleteRule { rule } => Some(rule.rule_id),
+            _ => None,
         };
         if spec.kind() != header.kind {
             tracing::warn!(%job_id, "job spec disagrees with its signed header kind");

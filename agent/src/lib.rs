@@ -10,10 +10,12 @@
 //! - [`config`]: typed `agent.toml` + `PICKET_AGENT_*` overrides, validated at start-up.
 //! - [`state`]: the state directory: private keys (0600), enrollment record, atomic writes.
 //! - [`enroll`]: the one-time enrollment exchange and the key pin check.
-//! - [`ledger`]: the durable, fsynced job ledger (idempotency, replay barrier, local journal).
+//! - [`ledger`]: the durable, fsynced job ledger (idempotency, replay barrier).
 //! - [`policy`]: the customer's local `policy.toml` (job kinds, connections, rate cap).
 //! - [`backoff`]: the reconnect schedule (exponential caps, full jitter, stability reset).
 //! - `net`: TLS configuration, the WebSocket connector, the SIEM HTTP client.
+//! - [`proxy`]: HTTP CONNECT proxies to the server (`proxy_url`, `HTTPS_PROXY`, `NO_PROXY`).
+//! - [`journal`]: the customer's append-only, rotated journal of every job run or refused.
 //! - `session`: the connection loop and one WebSocket session ([`run_agent`]).
 //! - `jobs`: the job worker that outlives sessions.
 //! - `health`: process/host figures and SIEM probes for health reports.
@@ -24,9 +26,11 @@ pub mod config;
 pub mod enroll;
 mod health;
 mod jobs;
+pub mod journal;
 pub mod ledger;
 mod net;
 pub mod policy;
+pub mod proxy;
 mod session;
 pub mod siem;
 pub mod state;

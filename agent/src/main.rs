@@ -5,6 +5,8 @@
 //!   (never from the command line), see [`picket_agent::enroll`].
 //! - `run`: the long-running service, see [`picket_agent::run_agent`].
 //! - `status`: what the state directory says (enrollment, pinned key, last job).
+//! - `journal`: the local journal of every job run or refused, newest last,
+//!   see [`picket_agent::journal`].
 //!
 //! Logging goes to stderr (`--log-format text|json`, filter from
 //! `PICKET_AGENT_LOG` or `RUST_LOG`, default `info`). Exit codes: 0 success,
@@ -16,6 +18,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use picket_agent::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+use picket_agent::journal::Journal;
 use picket_agent::ledger::Ledger;
 use picket_agent::state::StateDir;
 use picket_agent::{Revoked, enroll, run_agent};
@@ -79,6 +82,23 @@ enum Command {
     Run,
     /// Show whether this host is enrolled, which server key is pinned, and the last job.
     Status(StatusArgs),
+    /// Print the local journal of every job this agent ran or refused (newest last).
+    Journal(JournalArgs),
+}
+
+#[derive(Debug, Args)]
+struct JournalArgs {
+    /// State directory; overrides the configuration.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Show at most this many entries (the most recent ones).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: usize,
+
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -181,7 +201,80 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             status(&config.state_dir)
         }
+        Command::Journal(args) => {
+            if let Some(dir) = args.state_dir {
+                config.state_dir = dir;
+            }
+            print_journal(&config.state_dir, args.limit, args.json)
+        }
     }
+}
+
+fn print_journal(dir: &Path, limit: usize, json: bool) -> anyhow::Result<()> {
+    let (entries, bad) = Journal::read_last(dir, limit)
+        .with_context(|| format!("cannot read the job journal in {}", dir.display()))?;
+    if bad > 0 {
+        eprintln!("warning: skipped {bad} damaged journal line(s)");
+    }
+    if json {
+        for e in &entries {
+            println!("{}", serde_json::to_string(e)?);
+        }
+        return Ok(());
+    }
+    let opt = |u: Option<uuid::Uuid>| u.map_or_else(|| "-".to_owned(), |u| u.to_string());
+    let rows: Vec<[String; 7]> = entries
+        .iter()
+        .map(|e| {
+            [
+                e.time.clone(),
+                opt(e.job_id),
+                e.kind.map_or("-", picket_proto::JobKind::as_str).to_owned(),
+                opt(e.rule_id),
+                opt(e.connection_id),
+                e.outcome.as_str().to_owned(),
+                e.error_class
+                    .map_or("-", picket_proto::ErrorClass::as_str)
+                    .to_owned(),
+            ]
+        })
+        .collect();
+    let header = [
+        "TIME",
+        "JOB",
+        "KIND",
+        "RULE",
+        "CONNECTION",
+        "OUTCOME",
+        "ERROR",
+    ];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out
+    };
+    if rows.is_empty() {
+        println!("no jobs in the journal ({})", dir.display());
+        return Ok(());
+    }
+    println!("{}", line(&header));
+    for r in &rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        println!("{}", line(&cells));
+    }
+    Ok(())
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

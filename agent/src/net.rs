@@ -1,6 +1,7 @@
 //! Outbound networking: the one TLS configuration (TLS 1.2+, ring, web PKI
 //! roots plus an optional CA bundle), the WebSocket connector with small
-//! buffers, and the HTTP client handed to the SIEM connectors.
+//! buffers (directly or through an HTTP CONNECT proxy, see [`crate::proxy`]),
+//! and the HTTP clients for enrollment and the SIEM connectors.
 
 use std::io::BufReader;
 use std::net::IpAddr;
@@ -15,6 +16,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::proxy::ProxyConfig;
 
 /// Path of the agent gateway, relative to the server URL.
 pub const CONNECT_PATH: &str = "v1/agent/connect";
@@ -64,7 +67,9 @@ pub fn tls_config(ca_bundle: Option<&Path>) -> anyhow::Result<Arc<rustls::Client
 
 /// The HTTP client the SIEM connectors use: same trust roots, the SIEM
 /// deadline, no redirects (a redirect could carry the bearer token elsewhere),
-/// no proxy from the environment.
+/// and never a proxy: the SIEM is on the agent's local network, and its bearer
+/// token has no business crossing a corporate egress proxy (`HTTPS_PROXY` and
+/// `proxy_url` apply to the Picket server only).
 ///
 /// # Errors
 /// If reqwest refuses the configuration.
@@ -78,9 +83,38 @@ pub fn siem_http_client(
         .connect_timeout(connect_timeout)
         .timeout(siem_timeout)
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .user_agent(concat!("picket-agent/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("cannot build the HTTP client")
+}
+
+/// The HTTP client for enrollment: same trust roots, no redirects, and the
+/// configured proxy when it applies to `server` (reqwest's own environment
+/// lookup is off either way, so `proxy` is the only source of truth).
+///
+/// # Errors
+/// If reqwest refuses the configuration.
+pub fn server_http_client(
+    tls: &rustls::ClientConfig,
+    connect_timeout: Duration,
+    proxy: Option<&ProxyConfig>,
+    server: &Url,
+) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
+        .connect_timeout(connect_timeout)
+        .timeout(connect_timeout.saturating_mul(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("picket-agent/", env!("CARGO_PKG_VERSION")));
+    let builder = match proxy.filter(|p| p.applies_to(server)) {
+        Some(p) => {
+            tracing::info!(proxy = %p.display(), source = p.source(), "reaching the server through a proxy");
+            builder.proxy(p.to_reqwest()?)
+        }
+        None => builder.no_proxy(),
+    };
+    builder.build().context("cannot build the HTTP client")
 }
 
 /// `base` joined with a relative endpoint path, keeping any path prefix of `base`.
@@ -99,8 +133,10 @@ pub fn endpoint(base: &Url, rel: &str) -> anyhow::Result<Url> {
         .with_context(|| format!("cannot build the {rel} URL from {base}"))
 }
 
-/// Opens TCP, then TLS for `https`, then the WebSocket upgrade to
+/// Opens TCP (directly, or a tunnel through `proxy` when it applies to the
+/// server), then TLS for `https`, then the WebSocket upgrade to
 /// `{server}/v1/agent/connect`, with 4 KiB buffers and `max_frame_bytes` caps.
+/// `deadline` bounds the proxy's answer (the caller bounds the whole).
 ///
 /// # Errors
 /// Any failure on the way, with context.
@@ -108,6 +144,8 @@ pub async fn connect_ws(
     server: &Url,
     tls: Arc<rustls::ClientConfig>,
     max_frame_bytes: usize,
+    proxy: Option<&ProxyConfig>,
+    deadline: Duration,
 ) -> anyhow::Result<Ws> {
     let http_url = endpoint(server, CONNECT_PATH)?;
     let port = http_url
@@ -116,17 +154,25 @@ pub async fn connect_ws(
     let host = http_url.host_str().context("server URL has no host")?;
     // IPv6 literals come bracketed from the URL.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let (tcp, name) = match bare.parse::<IpAddr>() {
-        Ok(ip) => (
-            TcpStream::connect((ip, port)).await,
-            ServerName::IpAddress(ip.into()),
-        ),
-        Err(_) => (
-            TcpStream::connect((bare, port)).await,
-            ServerName::try_from(bare.to_owned()).context("invalid server host name")?,
-        ),
+    let name = match bare.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(bare.to_owned()).context("invalid server host name")?,
     };
-    let tcp = tcp.with_context(|| format!("cannot connect to {}", display_host(&http_url)))?;
+    let tcp = match proxy.filter(|p| p.applies_to(&http_url)) {
+        Some(p) => {
+            tracing::debug!(proxy = %p.display(), "opening a tunnel through the proxy");
+            p.connect(bare, port, deadline).await.with_context(|| {
+                format!("cannot reach {} through the proxy", display_host(&http_url))
+            })?
+        }
+        None => {
+            let tcp = match bare.parse::<IpAddr>() {
+                Ok(ip) => TcpStream::connect((ip, port)).await,
+                Err(_) => TcpStream::connect((bare, port)).await,
+            };
+            tcp.with_context(|| format!("cannot connect to {}", display_host(&http_url)))?
+        }
+    };
     let _ = tcp.set_nodelay(true);
     let (stream, ws_scheme) = match http_url.scheme() {
         "https" => {

@@ -2,14 +2,22 @@
 //! which SIEM connections may be touched, and a rate cap. It lives on the
 //! agent host and the server cannot change it.
 //!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `allow_kinds` | every kind | job kinds this agent may run |
+//! | `allow_connections` | any | SIEM connections (name or id) this agent may act on |
+//! | `max_jobs_per_hour` | 1000 | most jobs started in any sliding 60-minute window (1 to 100000) |
+//! | `max_jobs_per_minute` | none | optional burst cap over any sliding 60-second window (1 to 10000), kept for older policy files |
+//!
 //! ```toml
-//! # Job kinds this agent may run (default: all of them).
 //! allow_kinds = ["deploy_rule", "disable_rule", "delete_rule", "check_connection"]
-//! # SIEM connections, by name or id, this agent may act on (default: any).
 //! allow_connections = ["prod-splunk"]
-//! # Most jobs started in any 60-second window; more are refused (default 60).
-//! max_jobs_per_minute = 60
+//! max_jobs_per_hour = 200
 //! ```
+//!
+//! A job over a cap, of a kind not allowed, or for a connection not allowed
+//! is answered `refused` / `policy_denied` (and written to the journal).
+//! Refused jobs do not take a slot in the rate windows.
 //!
 //! When no policy file is configured and none exists at the default path,
 //! every kind and connection is allowed with the default rate cap (logged at
@@ -23,14 +31,17 @@ use anyhow::Context;
 use picket_proto::{JobKind, SiemTarget};
 use serde::Deserialize;
 
-/// Default rate cap (jobs started per minute).
-pub const DEFAULT_MAX_JOBS_PER_MINUTE: u32 = 60;
+/// Default rate cap (jobs started per sliding hour).
+pub const DEFAULT_MAX_JOBS_PER_HOUR: u32 = 1000;
+const HOUR: Duration = Duration::from_secs(3600);
+const MINUTE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     allow_kinds: Option<Vec<JobKind>>,
     allow_connections: Option<Vec<String>>,
+    max_jobs_per_hour: Option<u32>,
     max_jobs_per_minute: Option<u32>,
 }
 
@@ -41,7 +52,10 @@ pub struct Policy {
     allow_kinds: Option<Vec<JobKind>>,
     /// `None`: every connection. Entries match a connection's name or id.
     allow_connections: Option<Vec<String>>,
-    max_per_minute: u32,
+    max_per_hour: u32,
+    /// Optional burst cap (older policy files).
+    max_per_minute: Option<u32>,
+    /// Start times of the jobs in the last hour, oldest first (at most `max_per_hour`).
     started: VecDeque<Instant>,
 }
 
@@ -50,7 +64,8 @@ impl Default for Policy {
         Policy {
             allow_kinds: None,
             allow_connections: None,
-            max_per_minute: DEFAULT_MAX_JOBS_PER_MINUTE,
+            max_per_hour: DEFAULT_MAX_JOBS_PER_HOUR,
+            max_per_minute: None,
             started: VecDeque::new(),
         }
     }
@@ -70,7 +85,7 @@ impl Policy {
                 tracing::info!(
                     path = %default_path.display(),
                     "no local policy file; every job kind and connection is allowed \
-                     (at most {DEFAULT_MAX_JOBS_PER_MINUTE} jobs per minute)"
+                     (at most {DEFAULT_MAX_JOBS_PER_HOUR} jobs per hour)"
                 );
                 return Ok(Policy::default());
             }
@@ -90,16 +105,20 @@ impl Policy {
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
         let raw: RawPolicy = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}", crate::config::describe_toml_error(text, &e)))?;
-        let max = raw
-            .max_jobs_per_minute
-            .unwrap_or(DEFAULT_MAX_JOBS_PER_MINUTE);
-        if max == 0 || max > 10_000 {
-            anyhow::bail!("`max_jobs_per_minute`: {max} is out of range (allowed 1 to 10000)");
+        let per_hour = raw.max_jobs_per_hour.unwrap_or(DEFAULT_MAX_JOBS_PER_HOUR);
+        if per_hour == 0 || per_hour > 100_000 {
+            anyhow::bail!("`max_jobs_per_hour`: {per_hour} is out of range (allowed 1 to 100000)");
+        }
+        if let Some(m) = raw.max_jobs_per_minute
+            && (m == 0 || m > 10_000)
+        {
+            anyhow::bail!("`max_jobs_per_minute`: {m} is out of range (allowed 1 to 10000)");
         }
         Ok(Policy {
             allow_kinds: raw.allow_kinds,
             allow_connections: raw.allow_connections,
-            max_per_minute: max,
+            max_per_hour: per_hour,
+            max_per_minute: raw.max_jobs_per_minute,
             started: VecDeque::new(),
         })
     }
@@ -118,18 +137,29 @@ impl Policy {
         })
     }
 
-    /// Takes a slot in the rate window at `now`; `false` if the cap is reached.
+    /// Takes a slot in the rate windows at `now`; `false` (and no slot taken)
+    /// if the hourly cap, or the optional per-minute cap, is reached.
     pub fn try_start(&mut self, now: Instant) -> bool {
-        let window = Duration::from_secs(60);
         while self
             .started
             .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+            .is_some_and(|t| now.saturating_duration_since(*t) >= HOUR)
         {
             self.started.pop_front();
         }
-        if self.started.len() >= self.max_per_minute as usize {
+        if self.started.len() >= self.max_per_hour as usize {
             return false;
+        }
+        if let Some(per_minute) = self.max_per_minute {
+            let last_minute = self
+                .started
+                .iter()
+                .rev()
+                .take_while(|t| now.saturating_duration_since(**t) < MINUTE)
+                .count();
+            if last_minute >= per_minute as usize {
+                return false;
+            }
         }
         self.started.push_back(now);
         true
@@ -190,6 +220,27 @@ mod tests {
             Policy::from_toml("max_jobs_per_minute = 0\n").unwrap_err()
         );
         assert!(e.contains("max_jobs_per_minute"), "{e}");
+    }
+
+    #[test]
+    fn hourly_cap_slides() {
+        let mut p = Policy::from_toml("max_jobs_per_hour = 3\n").unwrap();
+        let t0 = Instant::now();
+        let min = |m: u64| t0 + Duration::from_secs(60 * m);
+        assert!(p.try_start(t0));
+        assert!(p.try_start(min(10)));
+        assert!(p.try_start(min(20)));
+        assert!(!p.try_start(min(30)), "fourth job within the hour");
+        assert!(!p.try_start(min(59)));
+        assert!(p.try_start(min(60)), "the first slot left the window");
+        assert!(!p.try_start(min(65)));
+        assert!(p.try_start(min(70)));
+        let e = format!(
+            "{:#}",
+            Policy::from_toml("max_jobs_per_hour = 0\n").unwrap_err()
+        );
+        assert!(e.contains("max_jobs_per_hour"), "{e}");
+        assert_eq!(Policy::default().max_per_hour, DEFAULT_MAX_JOBS_PER_HOUR);
     }
 
     #[test]

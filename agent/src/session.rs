@@ -8,10 +8,15 @@
 //!           shutdown            → close frame, return
 //!           read deadline       → no frame in 3 × heartbeat: close, reconnect
 //!           frame from server   → Ping→Pong, Job/ResultAck→worker, RetryAfter, Revoked, Close
-//!           outgoing channel    → JobAck / JobResult / Health to the server
-//!           health interval     → spawn a report (process, host, SIEM probes)
+//!           outgoing channel    → JobAck / JobResult to the server
+//!           health buffer ready → send waiting health reports, oldest first
 //!       }
+//!  └─ health reporter task (health.rs)   ← from the first Welcome on, connected or not
 //! ```
+//!
+//! Health reports are produced on their interval even while disconnected
+//! and wait in a bounded buffer (newest kept); a new session sends them in
+//! order right after `Welcome`.
 //!
 //! Handshake: the server's `Challenge` must name the pinned signing key (else
 //! the agent closes and logs an error: possible interception); the agent
@@ -27,13 +32,12 @@ use anyhow::{Context, bail};
 use ed25519_dalek::VerifyingKey;
 use futures_util::{SinkExt, StreamExt};
 use picket_proto::{
-    AgentMsg, B64, ConnectionInfo, Hello, KeyFingerprint, ServerMsg, SiemKind, decode_server_msg,
-    encode,
+    AgentMsg, B64, Hello, KeyFingerprint, ServerMsg, SiemKind, decode_server_msg, encode,
 };
 use picket_shared::keys::{AgentKeys, fingerprint};
 use reqwest::Url;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -42,8 +46,9 @@ use uuid::Uuid;
 
 use crate::backoff::{Backoff, SessionEnd};
 use crate::config::{AgentConfig, DEFAULT_POLICY_PATH};
-use crate::health::{Counters, Sampler, probe_all};
+use crate::health::{Counters, HEALTH_BUFFER_REPORTS, HealthBuffer, HealthSettings, reporter};
 use crate::jobs::{Worker, WorkerMsg};
+use crate::journal::Journal;
 use crate::ledger::Ledger;
 use crate::net::{self, Ws};
 use crate::policy::Policy;
@@ -75,12 +80,14 @@ struct Ctx {
     key_id: KeyFingerprint,
     server: Url,
     tls: Arc<rustls::ClientConfig>,
+    /// HTTP CONNECT proxy to the server, if configured and not bypassed.
+    proxy: Option<crate::proxy::ProxyConfig>,
     connect_timeout: Duration,
     max_frame_bytes: usize,
-    siem_timeout: Duration,
-    http: reqwest::Client,
-    counters: Arc<Counters>,
-    sampler: Arc<tokio::sync::Mutex<Sampler>>,
+    /// Health reports waiting to be sent (filled by the reporter task).
+    health: Arc<HealthBuffer>,
+    /// Interval and connections from the last `Welcome`, for the reporter.
+    health_settings: watch::Sender<Option<HealthSettings>>,
 }
 
 /// How one session ended.
@@ -150,9 +157,23 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
         clock_skew_secs: config.clock_skew_secs,
         counters: Arc::clone(&counters),
         out: out_tx.clone(),
+        journal: Journal::open(state.path()).with_context(|| {
+            format!("cannot open the job journal in {}", state.path().display())
+        })?,
     };
     let worker_stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(work_rx, worker_stop.clone()));
+    let health = Arc::new(HealthBuffer::new(HEALTH_BUFFER_REPORTS));
+    let (settings_tx, settings_rx) = watch::channel(None);
+    let health_stop = CancellationToken::new();
+    let health_task = tokio::spawn(reporter(
+        settings_rx,
+        Arc::clone(&health),
+        Arc::clone(&counters),
+        http.clone(),
+        config.siem_timeout,
+        health_stop.clone(),
+    ));
 
     let ctx = Ctx {
         agent_id: enrollment.agent_id,
@@ -160,12 +181,11 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
         key_id: enrollment.key_id,
         server,
         tls,
+        proxy: config.proxy.clone(),
         connect_timeout: config.connect_timeout,
         max_frame_bytes: config.max_frame_bytes,
-        siem_timeout: config.siem_timeout,
-        http,
-        counters,
-        sampler: Arc::new(tokio::sync::Mutex::new(Sampler::new())),
+        health: Arc::clone(&health),
+        health_settings: settings_tx,
     };
     tracing::info!(
         agent_id = %ctx.agent_id,
@@ -173,10 +193,22 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
         version = env!("CARGO_PKG_VERSION"),
         "agent starting"
     );
+    match ctx.proxy.as_ref() {
+        Some(p) if p.applies_to(&ctx.server) => tracing::info!(
+            proxy = %p.display(),
+            source = p.source(),
+            "connecting to the server through an HTTP CONNECT proxy"
+        ),
+        Some(p) => tracing::info!(
+            source = p.source(),
+            "a proxy is configured but the server is in the no_proxy list; connecting directly"
+        ),
+        None => {}
+    }
 
     let mut backoff = Backoff::new();
     let result = loop {
-        let (ended, uptime) = session(&ctx, &mut out_rx, &out_tx, &work_tx, &shutdown).await;
+        let (ended, uptime) = session(&ctx, &mut out_rx, &work_tx, &shutdown).await;
         let end = match ended {
             Ended::Shutdown => break Ok(()),
             Ended::Revoked => {
@@ -201,6 +233,8 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
         }
     };
 
+    health_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), health_task).await;
     // Let a job in progress finish (bounded by its own deadline), then stop the worker.
     worker_stop.cancel();
     drop(work_tx);
@@ -217,13 +251,18 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
 async fn session(
     ctx: &Ctx,
     out_rx: &mut mpsc::Receiver<AgentMsg>,
-    out_tx: &mpsc::Sender<AgentMsg>,
     work_tx: &mpsc::Sender<WorkerMsg>,
     shutdown: &CancellationToken,
 ) -> (Ended, Duration) {
     let connecting = async {
-        let mut ws =
-            net::connect_ws(&ctx.server, Arc::clone(&ctx.tls), ctx.max_frame_bytes).await?;
+        let mut ws = net::connect_ws(
+            &ctx.server,
+            Arc::clone(&ctx.tls),
+            ctx.max_frame_bytes,
+            ctx.proxy.as_ref(),
+            ctx.connect_timeout,
+        )
+        .await?;
         let welcome = handshake(ctx, &mut ws).await?;
         anyhow::Ok((ws, welcome))
     };
@@ -256,6 +295,10 @@ async fn session(
         .min(ctx.max_frame_bytes)
         .max(MIN_FRAME_BYTES);
     let connections = Arc::new(welcome.connections);
+    ctx.health_settings.send_replace(Some(HealthSettings {
+        every: health_every,
+        connections: Arc::clone(&connections),
+    }));
     tracing::info!(
         heartbeat_secs = heartbeat,
         health_secs = health_every.as_secs(),
@@ -270,9 +313,17 @@ async fn session(
         return (Ended::Shutdown, up.elapsed());
     }
 
-    let mut health = tokio::time::interval_at(up + health_every, health_every);
-    health.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut health_task: Option<tokio::task::JoinHandle<()>> = None;
+    if !ctx.health.is_empty() {
+        tracing::info!(
+            reports = ctx.health.len(),
+            dropped = ctx.health.dropped(),
+            "sending health reports buffered while offline"
+        );
+    }
+    if let Err(e) = flush_health(&ctx.health, &mut ws, max_frame).await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot send to the server");
+        return (Ended::Reconnect(SessionEnd::Failed), up.elapsed());
+    }
     let mut last_frame = Instant::now();
 
     let ended = loop {
@@ -328,16 +379,14 @@ async fn session(
                     break Ended::Reconnect(SessionEnd::Failed);
                 }
             }
-            _ = health.tick() => {
-                if health_task.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
-                    health_task = Some(spawn_health(ctx, &connections, out_tx.clone(), health_every));
+            () = ctx.health.ready.notified() => {
+                if let Err(e) = flush_health(&ctx.health, &mut ws, max_frame).await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot send to the server");
+                    break Ended::Reconnect(SessionEnd::Failed);
                 }
             }
         }
     };
-    if let Some(t) = health_task {
-        t.abort();
-    }
     (ended, up.elapsed())
 }
 
@@ -507,21 +556,17 @@ fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(123).collect()
 }
 
-fn spawn_health(
-    ctx: &Ctx,
-    connections: &Arc<Vec<ConnectionInfo>>,
-    out: mpsc::Sender<AgentMsg>,
-    every: Duration,
-) -> tokio::task::JoinHandle<()> {
-    let sampler = Arc::clone(&ctx.sampler);
-    let counters = Arc::clone(&ctx.counters);
-    let http = ctx.http.clone();
-    let connections = Arc::clone(connections);
-    // Probes must finish before the next report is due.
-    let deadline = ctx.siem_timeout.min(every);
-    tokio::spawn(async move {
-        let mut report = sampler.lock().await.sample(&counters);
-        report.siem = probe_all(&connections, &http, deadline).await;
-        let _ = out.send(AgentMsg::Health(report)).await;
-    })
+/// Sends every waiting health report, oldest first; a report whose send
+/// fails goes back into the buffer for the next session.
+async fn flush_health(buffer: &HealthBuffer, ws: &mut Ws, max_frame: usize) -> anyhow::Result<()> {
+    while let Some(report) = buffer.pop() {
+        let msg = AgentMsg::Health(report);
+        if let Err(e) = send(ws, &msg, max_frame).await {
+            if let AgentMsg::Health(r) = msg {
+                buffer.unpop(r);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }

@@ -188,16 +188,25 @@ impl TestApp {
         ws
     }
 
+    /// The agent's next WebSocket. Connections the agent already gave up on
+    /// (left in the backlog while the test was not accepting) are skipped.
     async fn accept_raw(&self) -> Ws {
-        let (tcp, _) = tokio::time::timeout(WAIT, self.listener.accept())
-            .await
-            .expect("agent connects")
-            .unwrap();
-        let io: Box<dyn Io> = match &self.tls {
-            Some(acceptor) => Box::new(acceptor.accept(tcp).await.unwrap()),
-            None => Box::new(tcp),
-        };
-        accept_async(io).await.unwrap()
+        loop {
+            let (tcp, _) = tokio::time::timeout(WAIT, self.listener.accept())
+                .await
+                .expect("agent connects")
+                .unwrap();
+            let io: Box<dyn Io> = match &self.tls {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(t) => Box::new(t),
+                    Err(_) => continue,
+                },
+                None => Box::new(tcp),
+            };
+            if let Ok(ws) = accept_async(io).await {
+                return ws;
+            }
+        }
     }
 
     fn header(&self, seq: u64) -> JobHeader {
@@ -582,5 +591,48 @@ async fn speaks_wss_with_a_ca_bundle() {
     send(&mut ws, &ServerMsg::Job { job: app.seal(&h) }).await;
     assert_eq!(recv(&mut ws).await, AgentMsg::JobAck { job_id: h.job_id });
     assert_eq!(recv_result(&mut ws).await.job_id, h.job_id);
+    app.stop().await.unwrap();
+}
+
+/// The next health report, skipping other frames.
+async fn next_health(ws: &mut Ws, within: Duration) -> Option<picket_proto::HealthReport> {
+    loop {
+        let frame = tokio::time::timeout(within, ws.next()).await.ok()??.ok()?;
+        if let Message::Text(t) = frame
+            && let AgentMsg::Health(h) = decode_agent_msg(&t, 1 << 20).unwrap()
+        {
+            return Some(h);
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_reports_made_while_offline_are_sent_in_order_after_reconnect() {
+    let app = TestApp::start().await;
+    let mut ws = app.accept_with(5, vec![]).await;
+    let first = next_health(&mut ws, WAIT).await.expect("a first report");
+    // The server goes away for 12 s (every connection attempt is dropped at
+    // once); the agent keeps measuring while it cannot send.
+    drop(ws);
+    let offline_until = tokio::time::Instant::now() + Duration::from_secs(12);
+    while let Ok(Ok((tcp, _))) = tokio::time::timeout_at(offline_until, app.listener.accept()).await
+    {
+        drop(tcp);
+    }
+    // Back online with a long interval: whatever arrives now was buffered.
+    let mut ws = app.accept_with(3600, vec![]).await;
+    let mut buffered = Vec::new();
+    while let Some(h) = next_health(&mut ws, Duration::from_secs(2)).await {
+        buffered.push(h.uptime_secs);
+    }
+    assert!(
+        buffered.len() >= 2,
+        "reports made offline were sent on reconnect: {buffered:?}"
+    );
+    assert!(
+        buffered.windows(2).all(|w| w[0] <= w[1]) && buffered[0] > first.uptime_secs,
+        "oldest first, all after the last one sent: first {} then {buffered:?}",
+        first.uptime_secs
+    );
     app.stop().await.unwrap();
 }

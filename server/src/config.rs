@@ -78,6 +78,8 @@ struct AgentsFile {
     health_secs: Option<u32>,
     max_frame_bytes: Option<u32>,
     enrollment_token_ttl_secs: Option<u64>,
+    admission_rate_per_sec: Option<u32>,
+    admission_burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +128,13 @@ pub struct ServerConfig {
     pub max_frame_bytes: u32,
     /// Lifetime of a new enrollment token.
     pub enrollment_token_ttl_secs: u64,
+    /// `agents.admission_rate_per_sec` (default 200): new agent connections
+    /// admitted per second on average (the refill rate of the admission token
+    /// bucket). Over the limit a connection is answered `RetryAfter` and closed.
+    pub admission_rate_per_sec: u32,
+    /// `agents.admission_burst` (default 400): connections admitted at once
+    /// before the rate applies (the bucket's capacity), e.g. after a restart.
+    pub admission_burst: u32,
     /// Lifetime of a sealed job: an agent refuses it after this.
     pub job_ttl_secs: u64,
     /// Log format.
@@ -298,6 +307,23 @@ impl ServerConfig {
                 "expected 60 to 2592000 (30 days)",
             ));
         }
+        // Admission control: a token bucket on new agent connections, so a
+        // fleet reconnecting at once (server restart, network blip) is spread
+        // out with `RetryAfter` instead of overloading the database.
+        let admission_rate_per_sec = agents.admission_rate_per_sec.unwrap_or(200);
+        if !(1..=100_000).contains(&admission_rate_per_sec) {
+            return Err(invalid(
+                "agents.admission_rate_per_sec",
+                "expected 1 to 100000 connections per second",
+            ));
+        }
+        let admission_burst = agents.admission_burst.unwrap_or(400);
+        if !(1..=1_000_000).contains(&admission_burst) {
+            return Err(invalid(
+                "agents.admission_burst",
+                "expected 1 to 1000000 connections",
+            ));
+        }
         let job_ttl_secs = file.jobs.and_then(|j| j.ttl_secs).unwrap_or(15 * 60);
         if !(60..=7 * 24 * 3600).contains(&job_ttl_secs) {
             return Err(invalid("jobs.ttl_secs", "expected 60 to 604800 (7 days)"));
@@ -319,6 +345,8 @@ impl ServerConfig {
             health_secs,
             max_frame_bytes,
             enrollment_token_ttl_secs,
+            admission_rate_per_sec,
+            admission_burst,
             job_ttl_secs,
             log_format,
         })
@@ -434,6 +462,7 @@ mod tests {
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.database_url, "sqlite:///tmp/x/picket.db?mode=rwc");
         assert_eq!(c.job_ttl_secs, 900);
+        assert_eq!((c.admission_rate_per_sec, c.admission_burst), (200, 400));
         assert!(!format!("{c:?}").contains(SECRET));
     }
 
@@ -466,6 +495,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("database_url:"), "{e}");
+    }
+
+    #[test]
+    fn admission_settings_are_read_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("server.toml");
+        std::fs::write(
+            &p,
+            "[agents]\nadmission_rate_per_sec = 5\nadmission_burst = 7\n",
+        )
+        .unwrap();
+        let c =
+            ServerConfig::load(Some(&p), true, &env(&[("PICKET_MASTER_SECRET", SECRET)])).unwrap();
+        assert_eq!((c.admission_rate_per_sec, c.admission_burst), (5, 7));
+        std::fs::write(&p, "[agents]\nadmission_rate_per_sec = 0\n").unwrap();
+        let e = ServerConfig::load(Some(&p), true, &env(&[("PICKET_MASTER_SECRET", SECRET)]))
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("agents.admission_rate_per_sec:"),
+            "{e}"
+        );
+        std::fs::write(&p, "[agents]\nadmission_burst = 0\n").unwrap();
+        let e = ServerConfig::load(Some(&p), true, &env(&[("PICKET_MASTER_SECRET", SECRET)]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("agents.admission_burst:"), "{e}");
     }
 
     #[test]

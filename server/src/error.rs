@@ -45,6 +45,15 @@ pub enum ApiError {
         /// What is wrong, for a human.
         message: String,
     },
+    /// Refused by a security decision that new credentials cannot fix, e.g.
+    /// enrolling with the keys of a revoked agent (403, with a precise code).
+    #[error("{message}")]
+    Refused {
+        /// Stable machine-readable code, e.g. `key_revoked`.
+        code: &'static str,
+        /// What is wrong and what to do, for a human.
+        message: String,
+    },
     /// Something failed inside the server (500). The cause is logged, not returned.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -107,6 +116,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
             ApiError::Conflict { code, message } => (StatusCode::CONFLICT, *code, message.clone()),
             ApiError::Token { code, message } => (StatusCode::UNAUTHORIZED, *code, message.clone()),
+            ApiError::Refused { code, message } => (StatusCode::FORBIDDEN, *code, message.clone()),
             ApiError::Internal(cause) => {
                 let incident = uuid::Uuid::new_v4();
                 tracing::error!(%incident, error = ?cause, "internal error");

@@ -52,6 +52,8 @@ pub struct Inner {
     pub keys: keys::ServerKeys,
     /// Live agent connections.
     pub registry: gateway::Registry,
+    /// Admission control of new agent connections (and its counters).
+    pub admission: gateway::Admission,
     /// Queue of health reports for the batch writer.
     pub health: service::health::HealthSink,
     /// Fired on shutdown; connection tasks watch it.
@@ -107,11 +109,13 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         None => None,
     };
     let (health, health_task) = service::health::spawn_writer(db.clone(), shutdown.clone());
+    let admission = gateway::Admission::new(config.admission_rate_per_sec, config.admission_burst);
     let state = AppState(Arc::new(Inner {
         db,
         config,
         keys,
         registry: gateway::Registry::default(),
+        admission,
         health,
         shutdown: shutdown.clone(),
     }));

@@ -1,7 +1,7 @@
-//! The fleet: agents, liveness and latest health.
+//! The fleet: agents, liveness and latest health; revocation (admin).
 
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use picket_proto::SiemHealth;
 use serde::Serialize;
@@ -18,6 +18,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/agents", get(list))
         .route("/v1/agents/{id}", get(show))
+        .route("/v1/agents/{id}/revoke", post(revoke))
 }
 
 /// Derived fleet status.
@@ -161,5 +162,21 @@ pub async fn show(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<AgentResponse>> {
     let v = agents::get(&state.db, user.tenant_id, id).await?;
+    Ok(Json(view(&state, v)))
+}
+
+/// Revokes an agent (admin only, audited). Its live connection is sent
+/// `Revoked` and closed at once (the agent stops for good), it can neither
+/// reconnect nor enroll again with its keys, and its unanswered jobs are
+/// cancelled (their deployments become `failed` with `error_class`
+/// `agent_revoked`).
+#[utoipa::path(post, path = "/v1/agents/{id}/revoke", params(("id" = Uuid, Path)),
+    responses((status = 200, body = AgentResponse), (status = 403), (status = 404), (status = 409, description = "already_revoked")))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    admin: Auth<perm::Administer>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<AgentResponse>> {
+    let v = agents::revoke(&state, admin.tenant_id, admin.id, id).await?;
     Ok(Json(view(&state, v)))
 }

@@ -9,6 +9,13 @@
 //! 4. Serve: acks, results (each answered with `ResultAck` once durable),
 //!    health (to the batch writer), pings every `heartbeat_secs`. A session
 //!    silent for three heartbeats is closed.
+//!
+//! A revoked agent is sent `Revoked` and closed: at the handshake (reconnect
+//! refused), when the session starts (the connect update is guarded by
+//! `revoked_at IS NULL`, so a connection racing a revocation cannot slip in),
+//! and at once when an admin revokes it during the session
+//! ([`Command::Revoke`]). A frame over `max_frame_bytes` ends the connection
+//! with close code 1009 and a warning naming the limit.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,15 +43,43 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const POLICY_VIOLATION: u16 = 1008;
 const GOING_AWAY: u16 = 1001;
 const INVALID_DATA: u16 = 1007;
+const MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Why a session ended, for logs.
 enum End {
     Closed,
     Idle,
     Replaced,
+    Revoked,
     Shutdown,
     Protocol(&'static str),
+    TooBig,
     Internal,
+}
+
+/// Whether a read error is the WebSocket layer refusing a frame or message
+/// over the configured size (tungstenite's `Capacity` error; axum exposes it
+/// only as text).
+fn is_too_big(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long")
+}
+
+/// Logs and classifies a failed read: an oversized frame is worth a warning
+/// (misbehaving or hostile client); anything else is an ordinary disconnect.
+fn read_failed(
+    e: &axum::Error,
+    peer: Option<SocketAddr>,
+    agent_id: Option<Uuid>,
+    max: usize,
+) -> End {
+    if is_too_big(e) {
+        tracing::warn!(?peer, ?agent_id, max_frame_bytes = max, error = %e, "frame over max_frame_bytes from agent connection; closing it");
+        End::TooBig
+    } else {
+        tracing::debug!(?peer, ?agent_id, error = %e, "agent connection read failed");
+        End::Closed
+    }
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -110,6 +145,17 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
                 return reject(&state, &mut socket, peer, None, None, "malformed hello").await;
             }
         },
+        Ok(Some(Err(e))) => {
+            if let End::TooBig = read_failed(&e, peer, None, max) {
+                let _ = audit::record(
+                    &state.db,
+                    audit_denied(peer, None, None, "frame over max_frame_bytes"),
+                )
+                .await;
+                close(&mut socket, MESSAGE_TOO_BIG, "frame over max_frame_bytes").await;
+            }
+            return;
+        }
         Ok(_) => {
             return reject(
                 &state,
@@ -173,8 +219,10 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         End::Closed => "closed by agent",
         End::Idle => "idle timeout",
         End::Replaced => "replaced by a newer connection",
+        End::Revoked => "agent revoked",
         End::Shutdown => "server shutting down",
         End::Protocol(r) => r,
+        End::TooBig => "frame over max_frame_bytes",
         End::Internal => "internal error",
     };
     match end {
@@ -187,8 +235,13 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
             )
             .await
         }
+        End::Revoked => {
+            let _ = send(&mut socket, &ServerMsg::Revoked).await;
+            close(&mut socket, POLICY_VIOLATION, "agent revoked").await;
+        }
         End::Shutdown => close(&mut socket, GOING_AWAY, "server shutting down").await,
         End::Protocol(r) => close(&mut socket, INVALID_DATA, r).await,
+        End::TooBig => close(&mut socket, MESSAGE_TOO_BIG, "frame over max_frame_bytes").await,
         End::Internal => close(&mut socket, 1011, "internal error").await,
         End::Closed => {}
     }
@@ -247,19 +300,29 @@ async fn session(
 ) -> End {
     let (tx, mut rx) = mpsc::channel(4);
     let _registration = state.registry.register(a.id, tx);
+    // Registered first, then checked: a revocation committed before this
+    // update is seen here; one committed after it finds the registration.
     let connected = async {
-        agent::Entity::update_many()
+        let res = agent::Entity::update_many()
             .col_expr(agent::Column::LastSeenAt, Expr::value(unix_now()))
             .filter(agent::Column::Id.eq(a.id))
+            .filter(agent::Column::RevokedAt.is_null())
             .exec(&state.db)
             .await?;
+        if res.rows_affected != 1 {
+            return Ok(false);
+        }
         let mut ev = Event::agent(a.tenant_id, a.id, "agent.connect", "agent", a.id);
         ev.client_ip = peer.map(|p| p.ip().to_string());
-        audit::record(&state.db, ev).await
+        audit::record(&state.db, ev).await.map(|()| true)
     };
-    if let Err(e) = connected.await {
-        tracing::error!(error = %e, "recording agent connect failed");
-        return End::Internal;
+    match connected.await {
+        Ok(true) => {}
+        Ok(false) => return End::Revoked,
+        Err(e) => {
+            tracing::error!(error = %e, "recording agent connect failed");
+            return End::Internal;
+        }
     }
     let conns = match connections::for_agent(&state.db, a.tenant_id, a.id).await {
         Ok(c) => c,
@@ -306,6 +369,7 @@ async fn session(
                         return end;
                     }
                 }
+                Some(Command::Revoke) => return End::Revoked,
                 Some(Command::Replaced) | None => return End::Replaced,
             },
             _ = ping.tick() => {
@@ -317,7 +381,8 @@ async fn session(
             frame = socket.recv() => {
                 deadline = Instant::now() + idle_limit;
                 let text = match frame {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Closed,
+                    None | Some(Ok(Message::Close(_))) => return End::Closed,
+                    Some(Err(e)) => return read_failed(&e, peer, Some(a.id), max),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Binary(_))) => return End::Protocol("binary frames are not part of the protocol"),
                     Some(Ok(Message::Text(t))) => t,

@@ -7,21 +7,34 @@
 //! until a frame arrives, its heartbeat timer fires, or the [`Registry`] wakes
 //! it because a job was put in its agent's outbox.
 //!
+//! New connections pass [`Admission`] first (a token bucket); over the limit
+//! the socket is answered `RetryAfter` and closed before any database work.
+//! Frames larger than `agents.max_frame_bytes` are refused by the WebSocket
+//! layer itself (message and frame size limits), which ends that connection
+//! only; the session logs it as `frame over max_frame_bytes`.
+//!
 //! # Layout
-//! - [`registry`]: which agent is connected where, and how to wake it.
+//! - [`admission`]: the connection-admission rate limit and its counters.
+//! - [`registry`]: which agent is connected where, and how to wake or revoke it.
 //! - [`connection`]: one agent session, from challenge to close.
 
+pub mod admission;
 pub mod connection;
 pub mod registry;
 
+pub use admission::Admission;
 pub use registry::Registry;
 
 use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use picket_proto::ServerMsg;
 
 use crate::AppState;
 use crate::listener::ClientAddr;
+
+/// Close code telling a refused client to come back later (RFC 6455 registry: "Try Again Later").
+const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Read buffer per connection. Small on purpose: most connections are idle,
 /// and tungstenite's default (128 KiB) would cost gigabytes at fleet scale.
@@ -36,10 +49,35 @@ pub async fn connect(
     let max = usize::try_from(state.config.max_frame_bytes)
         .unwrap_or(picket_proto::DEFAULT_MAX_FRAME_BYTES);
     let peer = peer.0;
-    ws.read_buffer_size(READ_BUFFER_BYTES)
+    let ws = ws
+        .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .max_write_buffer_size(max.saturating_mul(2))
         .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| connection::run(state, socket, peer))
+        .max_frame_size(max);
+    match state.admission.try_admit() {
+        Ok(()) => ws.on_upgrade(move |socket| connection::run(state, socket, peer)),
+        Err(secs) => {
+            tracing::debug!(
+                ?peer,
+                secs,
+                refused_total = state.admission.refused(),
+                "agent connection over the admission rate; answering RetryAfter"
+            );
+            ws.on_upgrade(move |socket| retry_after(socket, secs))
+        }
+    }
+}
+
+/// Answers a connection refused by admission control: `RetryAfter`, then close.
+async fn retry_after(mut socket: WebSocket, secs: u32) {
+    if let Ok(text) = picket_proto::encode(&ServerMsg::RetryAfter { secs }) {
+        let _ = socket.send(Message::Text(text.into())).await;
+    }
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: TRY_AGAIN_LATER,
+            reason: "server busy, retry later".into(),
+        })))
+        .await;
 }

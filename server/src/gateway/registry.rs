@@ -16,6 +16,8 @@ pub enum Command {
     Wake,
     /// Another connection of the same agent took over: close.
     Replaced,
+    /// An admin revoked the agent: send `Revoked`, then close.
+    Revoke,
 }
 
 struct Entry {
@@ -48,7 +50,7 @@ impl Registry {
                 .insert(agent_id, Entry { conn_id, tx }),
         };
         if let Some(old) = old {
-            let _ = old.tx.try_send(Command::Replaced);
+            send_reliably(old.tx, Command::Replaced);
         }
         Registration {
             registry: self,
@@ -63,6 +65,20 @@ impl Registry {
         let tx = self.with(|m| m.get(&agent_id).map(|e| e.tx.clone()));
         if let Some(tx) = tx {
             let _ = tx.try_send(Command::Wake);
+        }
+    }
+
+    /// Tells the agent's connection, if it has one here, that the agent is
+    /// revoked. Returns whether there was one. Never blocks; the command is
+    /// not lost when the queue is full (see [`send_reliably`]).
+    pub fn revoke(&self, agent_id: Uuid) -> bool {
+        let tx = self.with(|m| m.get(&agent_id).map(|e| e.tx.clone()));
+        match tx {
+            Some(tx) => {
+                send_reliably(tx, Command::Revoke);
+                true
+            }
+            None => false,
         }
     }
 
@@ -85,6 +101,23 @@ impl Registry {
         match self.inner.lock() {
             Ok(mut m) => f(&mut m),
             Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+/// Queues a command that must arrive (unlike a wake-up, which a full queue
+/// already holds): tried at once, and if the queue is full, sent from a
+/// short-lived task that waits for room, so the caller never blocks. A closed
+/// queue means the connection is already gone, which is what was wanted.
+fn send_reliably(tx: mpsc::Sender<Command>, cmd: Command) {
+    match tx.try_send(cmd) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
         }
     }
 }
@@ -120,5 +153,18 @@ mod tests {
         assert_eq!(rx2.recv().await, Some(Command::Wake));
         drop(g2);
         assert!(!r.is_connected(id));
+    }
+
+    #[tokio::test]
+    async fn revoke_reaches_a_connection_with_a_full_queue() {
+        let r = Registry::default();
+        let id = Uuid::now_v7();
+        let (tx, mut rx) = mpsc::channel(1);
+        let _g = r.register(id, tx);
+        r.wake(id); // fills the queue
+        assert!(r.revoke(id));
+        assert_eq!(rx.recv().await, Some(Command::Wake));
+        assert_eq!(rx.recv().await, Some(Command::Revoke));
+        assert!(!r.revoke(Uuid::now_v7()), "no connection, nothing told");
     }
 }

@@ -1,14 +1,20 @@
 //! Enrollment tokens and agent enrollment.
 //!
 //! A token is `pkt1.<secret>.<signing key fingerprint>`; only the SHA-256 of
-//! its secret is stored. It is single-use (consumed by a guarded UPDATE, so two
-//! concurrent enrollments cannot both succeed), expiring and tenant-scoped.
+//! its secret is stored. It is expiring, tenant-scoped, revocable and allows
+//! `max_uses` enrollments (default 1, single use; more for bulk installs).
+//! Each enrollment consumes one use with a guarded
+//! `UPDATE ... SET uses = uses + 1 WHERE uses < max_uses`, so concurrent
+//! enrollments can never exceed the cap: the affected-row count says who won.
+//!
+//! Enrollment also refuses the public keys of a revoked agent (`key_revoked`),
+//! in any tenant: a revoked identity cannot come back under a new token.
 
 use picket_proto::{B64, EnrollRequest, EnrollResponse, EnrollmentToken};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, EntityTrait as _,
-    QueryFilter as _, Set, TransactionTrait as _,
+    ActiveModelTrait as _, ColumnTrait as _, Condition, DatabaseConnection, EntityTrait as _,
+    PaginatorTrait as _, QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
 };
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -24,19 +30,44 @@ fn token_hash(secret: &[u8; 32]) -> String {
     hex::encode(Sha256::digest(secret))
 }
 
+/// Largest `max_uses` of one token (a bulk install of a whole site).
+pub const MAX_TOKEN_USES: i32 = 10_000;
+
+/// What a new token allows.
+#[derive(Debug, Default, Clone)]
+pub struct NewToken {
+    /// Optional label, e.g. the host or site it is for.
+    pub label: Option<String>,
+    /// Lifetime in seconds (default: `agents.enrollment_token_ttl_secs`).
+    pub ttl_secs: Option<u64>,
+    /// Enrollments it allows (default 1; at most [`MAX_TOKEN_USES`]).
+    pub max_uses: Option<i32>,
+}
+
 /// Creates a token for the admin's tenant and returns it with its text form (shown once).
 ///
 /// # Errors
-/// 400 on an invalid label or lifetime.
+/// 400 on an invalid label, lifetime or use count.
 pub async fn create_token(
     state: &AppState,
     tenant_id: Uuid,
     admin_id: Uuid,
-    label: Option<String>,
-    ttl_secs: Option<u64>,
+    new: NewToken,
 ) -> ApiResult<(enrollment_token::Model, String)> {
+    let NewToken {
+        label,
+        ttl_secs,
+        max_uses,
+    } = new;
     if let Some(l) = &label {
         validate::text("label", l, 100)?;
+    }
+    let max_uses = max_uses.unwrap_or(1);
+    if !(1..=MAX_TOKEN_USES).contains(&max_uses) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("max_uses must be from 1 to {MAX_TOKEN_USES}"),
+        ));
     }
     let ttl = ttl_secs.unwrap_or(state.config.enrollment_token_ttl_secs);
     if !(60..=30 * 24 * 3600).contains(&ttl) {
@@ -64,6 +95,8 @@ pub async fn create_token(
         used_at: Set(None),
         used_by_agent: Set(None),
         revoked_at: Set(None),
+        max_uses: Set(max_uses),
+        uses: Set(0),
     }
     .insert(&txn)
     .await?;
@@ -75,11 +108,91 @@ pub async fn create_token(
             "enrollment_token.create",
             "enrollment_token",
             row.id,
-        ),
+        )
+        .details(serde_json::json!({ "max_uses": max_uses, "expires_at": row.expires_at })),
     )
     .await?;
     txn.commit().await?;
     Ok((row, token.to_text()))
+}
+
+/// The tenant's enrollment tokens, newest first (hashes only; the secret is
+/// never stored, so it can never be listed).
+///
+/// # Errors
+/// On storage failure.
+pub async fn list_tokens(
+    db: &DatabaseConnection,
+    tenant_id: Uuid,
+) -> ApiResult<Vec<enrollment_token::Model>> {
+    Ok(enrollment_token::Entity::find()
+        .filter(enrollment_token::Column::TenantId.eq(tenant_id))
+        .order_by_desc(enrollment_token::Column::CreatedAt)
+        .order_by_desc(enrollment_token::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// Revokes a token of the admin's tenant: later enrollments with it get
+/// `token_revoked`. Agents it already enrolled are not affected.
+///
+/// # Errors
+/// 404 if the token is not in this tenant; 409 `already_revoked`.
+pub async fn revoke_token(
+    db: &DatabaseConnection,
+    tenant_id: Uuid,
+    admin_id: Uuid,
+    token_id: Uuid,
+) -> ApiResult<enrollment_token::Model> {
+    let now = unix_now();
+    let txn = db.begin().await?;
+    let res = enrollment_token::Entity::update_many()
+        .col_expr(enrollment_token::Column::RevokedAt, Expr::value(now))
+        .filter(enrollment_token::Column::Id.eq(token_id))
+        .filter(enrollment_token::Column::TenantId.eq(tenant_id))
+        .filter(enrollment_token::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?;
+    let row = enrollment_token::Entity::find_by_id(token_id)
+        .filter(enrollment_token::Column::TenantId.eq(tenant_id))
+        .one(&txn)
+        .await?
+        .ok_or(ApiError::NotFound("enrollment token"))?;
+    if res.rows_affected != 1 {
+        return Err(ApiError::conflict(
+            "already_revoked",
+            "this enrollment token is already revoked",
+        ));
+    }
+    audit::record(
+        &txn,
+        Event::user(
+            tenant_id,
+            admin_id,
+            "enrollment_token.revoke",
+            "enrollment_token",
+            token_id,
+        )
+        .details(serde_json::json!({ "uses": row.uses, "max_uses": row.max_uses })),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(row)
+}
+
+/// Whether either public key belongs to a revoked agent (of any tenant: a key
+/// pair is one identity, whichever token it comes back with).
+async fn keys_revoked(db: &DatabaseConnection, req: &EnrollRequest) -> ApiResult<bool> {
+    let n = agent::Entity::find()
+        .filter(agent::Column::RevokedAt.is_not_null())
+        .filter(
+            Condition::any()
+                .add(agent::Column::Ed25519Public.eq(req.ed25519_public.0.to_vec()))
+                .add(agent::Column::X25519Public.eq(req.x25519_public.0.to_vec())),
+        )
+        .count(db)
+        .await?;
+    Ok(n > 0)
 }
 
 /// Enrolls an agent: checks the token, the proof of key possession, records the
@@ -87,7 +200,8 @@ pub async fn create_token(
 ///
 /// # Errors
 /// 401 with `token_unknown`, `token_expired`, `token_used` or `token_revoked`;
-/// 400 `bad_proof` if the signature does not verify.
+/// 400 `bad_proof` if the signature does not verify; 403 `key_revoked` if
+/// either public key belongs to a revoked agent.
 pub async fn enroll(
     state: &AppState,
     req: EnrollRequest,
@@ -138,10 +252,14 @@ pub async fn enroll(
             "enrollment token has been revoked",
             Some(tok.tenant_id),
         ))
-    } else if tok.used_at.is_some() {
+    } else if tok.uses >= tok.max_uses {
         Some(refuse(
             "token_used",
-            "enrollment token has already been used; ask an admin for a new one",
+            if tok.max_uses == 1 {
+                "enrollment token has already been used; ask an admin for a new one"
+            } else {
+                "enrollment token has been used as many times as it allows (max_uses); ask an admin for a new one"
+            },
             Some(tok.tenant_id),
         ))
     } else if tok.expires_at <= now {
@@ -170,23 +288,48 @@ pub async fn enroll(
             "the enrollment proof signature does not verify",
         ));
     }
+    if keys_revoked(db, &req).await? {
+        let mut ev = refuse("key_revoked", "", Some(tok.tenant_id)).0;
+        ev.resource_type = "agent";
+        audit::record(db, ev).await?;
+        return Err(ApiError::Refused {
+            code: "key_revoked",
+            message: "these agent keys belong to a revoked agent and cannot enroll again; \
+                      run `picket-agent enroll --force` to generate new keys"
+                .into(),
+        });
+    }
     let agent_id = Uuid::now_v7();
     let tenant_id = tok.tenant_id;
     let txn = state.db.begin().await?;
-    // Consume the token only if still unused: the row count tells who won a race.
+    // Consume one use only while uses remain and the token is still valid: the
+    // row count tells who won a race (the database serializes the UPDATEs).
     let consumed = enrollment_token::Entity::update_many()
+        .col_expr(
+            enrollment_token::Column::Uses,
+            Expr::col(enrollment_token::Column::Uses).add(1),
+        )
         .col_expr(enrollment_token::Column::UsedAt, Expr::value(now))
         .col_expr(enrollment_token::Column::UsedByAgent, Expr::value(agent_id))
         .filter(enrollment_token::Column::Id.eq(tok.id))
-        .filter(enrollment_token::Column::UsedAt.is_null())
-        .exec(&txn)
+        .filter(
+            Expr::col(enrollment_token::Column::Uses)
+                .lt(Expr::col(enrollment_token::Column::MaxUses)),
+        )
+        .filter(enrollment_token::Column::RevokedAt.is_null())
+        .filter(enrollment_token::Column::ExpiresAt.gt(now))
+        .exec_with_returning(&txn)
         .await?;
-    if consumed.rows_affected != 1 {
-        return Err(ApiError::Token {
-            code: "token_used",
-            message: "enrollment token has already been used".into(),
-        });
-    }
+    let Some(consumed) = consumed.first() else {
+        txn.rollback().await?;
+        let (ev, err) = refuse(
+            "token_used",
+            "enrollment token has already been used as many times as it allows (or was revoked meanwhile); ask an admin for a new one",
+            Some(tok.tenant_id),
+        );
+        audit::record(db, ev).await?;
+        return Err(err);
+    };
     agent::ActiveModel {
         id: Set(agent_id),
         tenant_id: Set(tenant_id),
@@ -202,7 +345,7 @@ pub async fn enroll(
     .insert(&txn)
     .await?;
     let mut ev = Event::agent(tenant_id, agent_id, "agent.enroll", "agent", agent_id)
-        .details(serde_json::json!({ "hostname": req.hostname.as_str(), "version": req.version.as_str(), "token_id": tok.id }));
+        .details(serde_json::json!({ "hostname": req.hostname.as_str(), "version": req.version.as_str(), "token_id": tok.id, "token_uses": consumed.uses, "token_max_uses": consumed.max_uses }));
     ev.client_ip = client_ip;
     audit::record(&txn, ev).await?;
     txn.commit().await?;

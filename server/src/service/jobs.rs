@@ -4,7 +4,9 @@
 //! (resent on every reconnect until the agent answers) and the agent is
 //! idempotent on `job_id`. States: `pending` → `acked` (the agent recorded it)
 //! → `completed` (its result is stored), or `expired` if it outlived its TTL
-//! unanswered.
+//! unanswered or its agent was revoked (then `error_class` is
+//! [`AGENT_REVOKED`] and its deployment becomes `failed` with the same class,
+//! so nothing waits on an agent that will never answer).
 
 use picket_proto::{JobHeader, JobKind, JobResult, JobSpec, SealedJob};
 use sea_orm::sea_query::Expr;
@@ -19,6 +21,50 @@ use crate::db::entity::{agent, deployment, job};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::ServerKeys;
 use crate::time::unix_now;
+
+/// Server-side error class stored on jobs and deployments cancelled because
+/// their agent was revoked. Not a wire `ErrorClass`: no agent reports it.
+pub const AGENT_REVOKED: &str = "agent_revoked";
+
+/// Cancels every unanswered job of a revoked agent: the jobs become `expired`
+/// with `error_class` [`AGENT_REVOKED`], their deployments `failed` with the
+/// same class. Call inside the revocation's transaction. Returns the ids of
+/// the cancelled jobs.
+///
+/// # Errors
+/// On storage failure.
+pub async fn cancel_for_revoked_agent(
+    txn: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    agent_id: Uuid,
+) -> ApiResult<Vec<Uuid>> {
+    let open = job::Entity::find()
+        .filter(job::Column::TenantId.eq(tenant_id))
+        .filter(job::Column::AgentId.eq(agent_id))
+        .filter(job::Column::State.is_in(["pending", "acked"]))
+        .all(txn)
+        .await?;
+    let now = unix_now();
+    let mut cancelled = Vec::with_capacity(open.len());
+    for j in open {
+        let res = job::Entity::update_many()
+            .col_expr(job::Column::State, Expr::value("expired"))
+            .col_expr(job::Column::ErrorClass, Expr::value(AGENT_REVOKED))
+            .col_expr(job::Column::CompletedAt, Expr::value(now))
+            .filter(job::Column::Id.eq(j.id))
+            .filter(job::Column::State.is_in(["pending", "acked"]))
+            .exec(txn)
+            .await?;
+        if res.rows_affected != 1 {
+            continue;
+        }
+        if let Some(d) = j.deployment_id {
+            set_deployment_status(txn, d, "failed", Some(AGENT_REVOKED)).await?;
+        }
+        cancelled.push(j.id);
+    }
+    Ok(cancelled)
+}
 
 /// Seals `spec` to `agent` with the next sequence number and stores it in the outbox.
 /// Call inside the transaction of the change that causes the job.

@@ -43,6 +43,8 @@ pub struct ServerOpts {
     pub heartbeat_secs: u32,
     /// Agent health interval, seconds.
     pub health_secs: u32,
+    /// `[agents] admission_rate_per_sec` and `admission_burst` (default: the server's).
+    pub admission: Option<(u32, u32)>,
 }
 
 impl Default for ServerOpts {
@@ -52,6 +54,7 @@ impl Default for ServerOpts {
             database_url: None,
             heartbeat_secs: 2,
             health_secs: 1,
+            admission: None,
         }
     }
 }
@@ -114,6 +117,11 @@ impl ServerProc {
             "[agents]\nheartbeat_secs = {}\nhealth_secs = {}\n",
             self.opts.heartbeat_secs, self.opts.health_secs
         ));
+        if let Some((rate, burst)) = self.opts.admission {
+            cfg.push_str(&format!(
+                "admission_rate_per_sec = {rate}\nadmission_burst = {burst}\n"
+            ));
+        }
         if let Some((c, k)) = &self.opts.tls {
             cfg.push_str(&format!(
                 "[tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
@@ -228,6 +236,8 @@ pub struct AgentOpts {
     pub plaintext: bool,
     /// Server URL to connect to at run time, if not the one enrolled with (e.g. a proxy).
     pub connect_url: Option<String>,
+    /// `proxy_url` in the agent's config (an HTTP CONNECT proxy), for enrollment and runs.
+    pub proxy_url: Option<String>,
 }
 
 impl AgentProc {
@@ -253,6 +263,10 @@ impl AgentProc {
         }
         if opts.plaintext {
             cfg.push_str("dangerous_plaintext = true\n");
+        }
+        if let Some(p) = &opts.proxy_url {
+            // The test's proxy is the only one: an empty `no_proxy` overrides any NO_PROXY.
+            cfg.push_str(&format!("proxy_url = \"{p}\"\nno_proxy = \"\"\n"));
         }
         std::fs::write(&config_path, &cfg)?;
         let token_path = dir.join("token");
@@ -318,6 +332,68 @@ impl AgentProc {
             .context("spawning picket-agent")?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Waits for the running agent to exit on its own and returns its exit
+    /// code (`None`: killed by a signal).
+    ///
+    /// # Errors
+    /// If it is not running, or still runs after `timeout` (it is left running).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let child = self.child.as_mut().context("the agent is not running")?;
+        let status = tokio::time::timeout(timeout, child.wait())
+            .await
+            .with_context(|| format!("the agent still runs after {timeout:?}"))??;
+        self.child = None;
+        Ok(status.code())
+    }
+
+    /// Runs `picket-agent enroll --force` on this agent's config and state
+    /// directory with a new token (new keys, new agent id), and returns the
+    /// command's combined output.
+    ///
+    /// # Errors
+    /// If enrollment fails (the message includes the agent's output).
+    pub async fn reenroll_force(
+        &mut self,
+        server_url: &str,
+        token: &str,
+    ) -> anyhow::Result<String> {
+        let dir = self.config_path.parent().context("config dir")?.to_owned();
+        let token_path = dir.join("token");
+        std::fs::write(&token_path, token)?;
+        let out = Command::new(bin("picket-agent")?)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("enroll")
+            .arg("--force")
+            .arg("--server")
+            .arg(server_url)
+            .arg("--token-file")
+            .arg(&token_path)
+            .output()
+            .await
+            .context("running picket-agent enroll --force")?;
+        let _ = std::fs::remove_file(&token_path);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            anyhow::bail!(
+                "picket-agent enroll --force failed ({}): {text}",
+                out.status
+            );
+        }
+        let enrollment: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.state_dir.join("enrollment.json")).context("enrollment.json")?,
+        )?;
+        self.agent_id = enrollment["agent_id"]
+            .as_str()
+            .context("agent_id in enrollment.json")?
+            .to_owned();
+        Ok(text)
     }
 
     /// Stops the agent (SIGKILL).

@@ -1,6 +1,9 @@
 //! A WebSocket relay between agent and server that can tamper with jobs in
 //! flight, standing in for an attacker on the network path (or a
 //! TLS-inspecting middlebox). Frames other than jobs pass through unchanged.
+//!
+//! It also records every text frame the agent sends (for leak tests: what
+//! leaves the agent is exactly what a network observer would see).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,6 +35,7 @@ pub struct TamperProxy {
     pub addr: SocketAddr,
     mode: Arc<Mutex<Tamper>>,
     jobs_seen: Arc<Mutex<u32>>,
+    agent_frames: Arc<Mutex<Vec<String>>>,
 }
 
 impl TamperProxy {
@@ -44,12 +48,13 @@ impl TamperProxy {
         let addr = listener.local_addr()?;
         let mode = Arc::new(Mutex::new(Tamper::None));
         let jobs_seen = Arc::new(Mutex::new(0));
-        let (m, j) = (mode.clone(), jobs_seen.clone());
+        let agent_frames = Arc::new(Mutex::new(Vec::new()));
+        let (m, j, f) = (mode.clone(), jobs_seen.clone(), agent_frames.clone());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (m, j, up) = (m.clone(), j.clone(), upstream.clone());
+                let (m, j, f, up) = (m.clone(), j.clone(), f.clone(), upstream.clone());
                 tokio::spawn(async move {
-                    let _ = relay(tcp, up, m, j).await;
+                    let _ = relay(tcp, up, m, j, f).await;
                 });
             }
         });
@@ -57,6 +62,7 @@ impl TamperProxy {
             addr,
             mode,
             jobs_seen,
+            agent_frames,
         })
     }
 
@@ -70,6 +76,14 @@ impl TamperProxy {
     /// Job frames relayed so far.
     pub fn jobs_seen(&self) -> u32 {
         self.jobs_seen.lock().map(|g| *g).unwrap_or(0)
+    }
+
+    /// Every text frame the agent sent so far, in order, over all connections.
+    pub fn agent_frames(&self) -> Vec<String> {
+        self.agent_frames
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
     }
 
     /// Base URL for agents.
@@ -115,6 +129,7 @@ async fn relay(
     upstream: String,
     mode: Arc<Mutex<Tamper>>,
     jobs_seen: Arc<Mutex<u32>>,
+    agent_frames: Arc<Mutex<Vec<String>>>,
 ) -> anyhow::Result<()> {
     let agent = tokio_tungstenite::accept_async(tcp).await?;
     let (server, _) =
@@ -123,6 +138,11 @@ async fn relay(
     let (mut server_tx, mut server_rx) = server.split();
     let up = async {
         while let Some(Ok(m)) = agent_rx.next().await {
+            if let Message::Text(t) = &m
+                && let Ok(mut g) = agent_frames.lock()
+            {
+                g.push(t.to_string());
+            }
             if server_tx.send(m).await.is_err() {
                 break;
             }

@@ -28,6 +28,10 @@ pub struct StackOpts {
     pub database_url: Option<String>,
     /// Root directory (default: a fresh temp dir, removed on drop).
     pub root: Option<PathBuf>,
+    /// `proxy_url` for the agent (an HTTP CONNECT proxy to the server).
+    pub agent_proxy_url: Option<String>,
+    /// A canary appended to every error text of the Splunk simulator.
+    pub sim_error_suffix: Option<String>,
 }
 
 /// Everything a test needs.
@@ -107,11 +111,16 @@ impl Stack {
                 ca_bundle: pki.as_ref().map(|p| p.ca_cert.clone()),
                 plaintext: !opts.tls,
                 connect_url: proxy.as_ref().map(TamperProxy::url),
+                proxy_url: opts.agent_proxy_url.clone(),
             },
         )
         .await?;
         agent.start()?;
-        let sim = SplunkSim::builder().token(SPLUNK_TOKEN).start().await?;
+        let mut sim = SplunkSim::builder().token(SPLUNK_TOKEN);
+        if let Some(suffix) = &opts.sim_error_suffix {
+            sim = sim.error_text_suffix(suffix.clone());
+        }
+        let sim = sim.start().await?;
         let conn = admin
             .post_ok(
                 "/v1/connections",

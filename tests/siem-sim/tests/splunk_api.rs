@@ -560,3 +560,61 @@ async fn shutdown_closes_the_port() {
         .expect_err("closed");
     assert!(error.is_connect(), "{error}");
 }
+
+#[tokio::test]
+async fn error_text_suffix_is_in_every_error_answer_and_only_there() {
+    let canary = "canary-5f1e2d";
+    let sim = SplunkSim::builder()
+        .token(TOKEN)
+        .error_text_suffix(canary)
+        .start()
+        .await
+        .unwrap();
+    let http = client();
+    // 401, JSON.
+    let r = http
+        .get(url(&sim, "/services/server/info?output_mode=json"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let v = json(r).await;
+    let text = v["messages"][0]["text"].as_str().unwrap();
+    assert_eq!(text, format!("call not properly authenticated {canary}"));
+    // 400, XML.
+    let r = http
+        .get(url(&sim, "/services/server/info"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains(&format!(" {canary}</msg>"))
+    );
+    // Injected fault.
+    sim.set_fault(Some(Fault::Status(429)));
+    let r = http
+        .get(url(&sim, "/services/server/info?output_mode=json"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.text().await.unwrap().contains(canary));
+    sim.set_fault(None);
+    // Success answers are untouched.
+    let r = http
+        .get(url(&sim, "/services/server/info?output_mode=json"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!r.text().await.unwrap().contains(canary));
+    assert_eq!(sim.suffixed_error_count(), 3);
+}

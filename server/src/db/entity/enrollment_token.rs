@@ -1,4 +1,5 @@
-//! One-time agent enrollment tokens, stored only as a SHA-256 of their secret.
+//! Agent enrollment tokens, stored only as a SHA-256 of their secret. Single
+//! use by default; `max_uses` > 1 lets one token enroll a batch of hosts.
 
 use sea_orm::entity::prelude::*;
 
@@ -14,9 +15,16 @@ pub struct Model {
     pub created_by: Uuid,
     pub created_at: i64,
     pub expires_at: i64,
+    /// Time of the latest enrollment that consumed it.
     pub used_at: Option<i64>,
+    /// Agent created by the latest enrollment that consumed it.
     pub used_by_agent: Option<Uuid>,
     pub revoked_at: Option<i64>,
+    /// How many enrollments it allows (1: single use).
+    pub max_uses: i32,
+    /// How many enrollments consumed it; only ever raised by a guarded
+    /// `UPDATE ... WHERE uses < max_uses`, so it never exceeds `max_uses`.
+    pub uses: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

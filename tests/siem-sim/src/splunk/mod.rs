@@ -45,6 +45,12 @@
 //! [`Fault::Status`] answers that status with a Splunk-shaped body before
 //! authentication, [`Fault::Delay`] holds each request before handling it, and
 //! [`Fault::DropConnection`] closes connections without an answer.
+//!
+//! # Canary
+//! [`SplunkSimBuilder::error_text_suffix`] appends a string to the text of
+//! every error answer (status 400 and above, JSON or XML, faults included);
+//! [`SplunkSimHandle::suffixed_error_count`] counts the answers that carried
+//! it. Leak tests put a unique canary there and check it never leaves the agent.
 
 pub mod arguments;
 mod conn;
@@ -81,6 +87,7 @@ impl SplunkSim {
             tokens: Vec::new(),
             users: Vec::new(),
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            error_suffix: None,
         }
     }
 }
@@ -91,9 +98,17 @@ pub struct SplunkSimBuilder {
     tokens: Vec<String>,
     users: Vec<(String, String)>,
     addr: SocketAddr,
+    error_suffix: Option<String>,
 }
 
 impl SplunkSimBuilder {
+    /// Appends ` <suffix>` to the message text of every error answer (a
+    /// canary for leak tests: SIEM error text must never leave the agent).
+    pub fn error_text_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.error_suffix = Some(suffix.into());
+        self
+    }
+
     /// Accepts `token` as `Authorization: Bearer <token>`. May be called several times.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.tokens.push(token.into());
@@ -130,6 +145,8 @@ impl SplunkSimBuilder {
             base_url: format!("http://{addr}"),
             saved_search_requests: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            error_suffix: self.error_suffix,
+            suffixed_errors: AtomicU64::new(0),
             drop_connections: Arc::clone(&drop_connections),
             state: Mutex::new(State::default()),
         });
@@ -254,6 +271,11 @@ impl SplunkSimHandle {
         self.shared.requests.load(Ordering::SeqCst)
     }
 
+    /// Error answers that carried the [`SplunkSimBuilder::error_text_suffix`].
+    pub fn suffixed_error_count(&self) -> u64 {
+        self.shared.suffixed_errors.load(Ordering::SeqCst)
+    }
+
     /// Sets (or with `None` clears) the fault applied to every following request.
     pub fn set_fault(&self, fault: Option<Fault>) {
         self.shared
@@ -308,6 +330,10 @@ pub(crate) struct Shared {
     saved_search_requests: AtomicU64,
     /// See [`SplunkSimHandle::total_request_count`].
     requests: AtomicU64,
+    /// See [`SplunkSimBuilder::error_text_suffix`].
+    error_suffix: Option<String>,
+    /// See [`SplunkSimHandle::suffixed_error_count`].
+    suffixed_errors: AtomicU64,
     /// Mirrors `fault == Some(DropConnection)` for the listener, which cannot lock.
     drop_connections: Arc<AtomicBool>,
     /// Saved searches, sessions and the current fault. Never held across an await.

@@ -148,7 +148,48 @@ async fn count_and_fault(State(shared): Sim, request: Request, next: Next) -> Re
         Some(Fault::DropConnection) | None => next.run(request).await,
     };
     tracing::info!(%method, %path, status = response.status().as_u16(), "request");
-    response
+    match &shared.error_suffix {
+        Some(suffix) if response.status().as_u16() >= 400 => {
+            shared.suffixed_errors.fetch_add(1, Ordering::SeqCst);
+            with_error_suffix(response, suffix).await
+        }
+        _ => response,
+    }
+}
+
+/// Largest error body rewritten by [`with_error_suffix`].
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Appends ` suffix` to every message text of an error answer (JSON
+/// `messages[].text`, or XML `<msg>` elements; other bodies get it at the end).
+async fn with_error_suffix(response: Response, suffix: &str) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+        return (parts.status, format!("error {suffix}")).into_response();
+    };
+    let new_body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut v) => {
+            if let Some(messages) = v["messages"].as_array_mut() {
+                for m in messages {
+                    if let Some(text) = m["text"].as_str() {
+                        m["text"] = json!(format!("{text} {suffix}"));
+                    }
+                }
+            }
+            v.to_string().into_bytes()
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(&bytes);
+            if text.contains("</msg>") {
+                text.replace("</msg>", &format!(" {}</msg>", feed::xml_escape(suffix)))
+                    .into_bytes()
+            } else {
+                format!("{text} {suffix}").into_bytes()
+            }
+        }
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(new_body))
 }
 
 /// Lets a request through with a configured bearer token or a live session key.
