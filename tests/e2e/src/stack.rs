@@ -189,6 +189,37 @@ impl Stack {
         Ok(v["id"].as_str().context("deployment id")?.to_owned())
     }
 
+    /// Approves a deployment as the approver.
+    ///
+    /// # Errors
+    /// If the API refuses it.
+    pub async fn approve(&self, deployment_id: &str) -> anyhow::Result<Value> {
+        self.approver
+            .post_ok(
+                &format!("/v1/deployments/{deployment_id}/approve"),
+                json!({}),
+            )
+            .await
+    }
+
+    /// The whole happy path: create a rule, request version 1, approve it as
+    /// someone else, and wait for the final status. Returns (rule id, deployment).
+    ///
+    /// # Errors
+    /// If any step is refused or the deployment does not finish in `timeout`.
+    pub async fn deploy_and_wait(
+        &self,
+        title: &str,
+        query: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<(String, Value)> {
+        let (rule_id, _) = self.create_rule(title, query).await?;
+        let dep = self.request_deploy(&rule_id, 1).await?;
+        self.approve(&dep).await?;
+        let done = self.wait_final(&dep, timeout).await?;
+        Ok((rule_id, done))
+    }
+
     /// Waits until the deployment reaches a final status and returns its body.
     ///
     /// # Errors

@@ -165,10 +165,7 @@ async fn jobs_altered_in_flight_are_refused_and_never_reach_the_siem() {
             .await
             .unwrap();
         let dep = s.request_deploy(&rule_id, 1).await.unwrap();
-        s.approver
-            .post_ok(&format!("/v1/deployments/{dep}/approve"), json!({}))
-            .await
-            .unwrap();
+        s.approve(&dep).await.unwrap();
         let done = s.wait_final(&dep, FINISH).await.unwrap();
         assert_eq!(done["status"], "refused", "{mode:?}: {done}");
         assert_eq!(done["error_class"], "bad_signature", "{mode:?}: {done}");
@@ -183,19 +180,16 @@ async fn jobs_altered_in_flight_are_refused_and_never_reach_the_siem() {
 
     // The channel itself still works once the attacker steps away.
     proxy.set(Tamper::None);
-    let (rule_id, _) = s
-        .create_rule("Clean case", "index=main sourcetype=linux_secure failed")
+    let (rule_id, done) = s
+        .deploy_and_wait(
+            "Clean case",
+            "index=main sourcetype=linux_secure failed",
+            FINISH,
+        )
         .await
         .unwrap();
-    let dep = s.request_deploy(&rule_id, 1).await.unwrap();
-    s.approver
-        .post_ok(&format!("/v1/deployments/{dep}/approve"), json!({}))
-        .await
-        .unwrap();
-    assert_eq!(
-        s.wait_final(&dep, FINISH).await.unwrap()["status"],
-        "succeeded"
-    );
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(s.sim.saved_search(&format!("picket-{rule_id}")).is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,33 +203,22 @@ async fn the_same_job_delivered_twice_is_applied_once() {
     let proxy = s.proxy.as_ref().unwrap();
 
     // Baseline: the SIEM requests one deployment makes.
-    let (r1, _) = s.create_rule("Baseline", "index=main error").await.unwrap();
-    let d1 = s.request_deploy(&r1, 1).await.unwrap();
-    s.approver
-        .post_ok(&format!("/v1/deployments/{d1}/approve"), json!({}))
+    let (r1, done) = s
+        .deploy_and_wait("Baseline", "index=main error", FINISH)
         .await
         .unwrap();
-    assert_eq!(
-        s.wait_final(&d1, FINISH).await.unwrap()["status"],
-        "succeeded"
-    );
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(s.sim.saved_search(&format!("picket-{r1}")).is_some());
     let one = s.sim.request_count();
     assert!(one > 0);
 
     proxy.set(Tamper::Duplicate);
-    let (r2, _) = s
-        .create_rule("Delivered twice", "index=main error")
+    let (r2, done) = s
+        .deploy_and_wait("Delivered twice", "index=main error", FINISH)
         .await
         .unwrap();
-    let d2 = s.request_deploy(&r2, 1).await.unwrap();
-    s.approver
-        .post_ok(&format!("/v1/deployments/{d2}/approve"), json!({}))
-        .await
-        .unwrap();
-    assert_eq!(
-        s.wait_final(&d2, FINISH).await.unwrap()["status"],
-        "succeeded"
-    );
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(s.sim.saved_search(&format!("picket-{r2}")).is_some());
     // Let the duplicate be processed too, then compare.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -258,10 +241,7 @@ async fn pending_job_survives_a_server_crash_and_reaches_the_agent() {
         .await
         .unwrap();
     let d1 = s.request_deploy(&r1, 1).await.unwrap();
-    s.approver
-        .post_ok(&format!("/v1/deployments/{d1}/approve"), json!({}))
-        .await
-        .unwrap();
+    s.approve(&d1).await.unwrap();
     s.server.restart().await.unwrap(); // SIGKILL, then start on the same port and data
     s.agent.start().unwrap();
     let done = s.wait_final(&d1, FINISH).await.unwrap();
@@ -271,18 +251,15 @@ async fn pending_job_survives_a_server_crash_and_reaches_the_agent() {
     // (b) The server crashes under a connected agent; it reconnects by itself.
     s.server.restart().await.unwrap();
     s.wait_connected(FINISH).await.unwrap();
-    let (r2, _) = s
-        .create_rule("After reconnect", "index=main sourcetype=sshd Accepted")
+    let (r2, done) = s
+        .deploy_and_wait(
+            "After reconnect",
+            "index=main sourcetype=sshd Accepted",
+            FINISH,
+        )
         .await
         .unwrap();
-    let d2 = s.request_deploy(&r2, 1).await.unwrap();
-    s.approver
-        .post_ok(&format!("/v1/deployments/{d2}/approve"), json!({}))
-        .await
-        .unwrap();
-    assert_eq!(
-        s.wait_final(&d2, FINISH).await.unwrap()["status"],
-        "succeeded"
-    );
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(s.sim.saved_search(&format!("picket-{r2}")).is_some());
     assert_eq!(s.sim.saved_searches().len(), 2);
 }

@@ -36,10 +36,7 @@ async fn deploy(s: &Stack, title: &str, connection_id: &str) -> Value {
         .as_str()
         .unwrap()
         .to_owned();
-    s.approver
-        .post_ok(&format!("/v1/deployments/{dep}/approve"), json!({}))
-        .await
-        .unwrap();
+    s.approve(&dep).await.unwrap();
     s.wait_final(&dep, FINISH).await.unwrap()
 }
 

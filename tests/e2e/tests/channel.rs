@@ -318,11 +318,7 @@ async fn revoking_an_offline_agent_fails_its_queued_work_and_refuses_its_reconne
         .await
         .unwrap();
     let dep = s.request_deploy(&rule_id, 1).await.unwrap();
-    let queued = s
-        .approver
-        .post_ok(&format!("/v1/deployments/{dep}/approve"), json!({}))
-        .await
-        .unwrap();
+    let queued = s.approve(&dep).await.unwrap();
     assert_eq!(queued["status"], "queued", "{queued}");
 
     s.admin

@@ -56,9 +56,7 @@ async fn backbone_flow_on_postgresql() {
         );
         // Durable outbox on PostgreSQL: approve with the agent away, crash the server, then deliver.
         s.agent.kill().await;
-        s.approver
-            .post_ok(&format!("/v1/deployments/{dep}/approve"), json!({}))
-            .await?;
+        s.approve(&dep).await?;
         s.server.restart().await?;
         s.agent.start()?;
         let done = s.wait_final(&dep, Duration::from_secs(60)).await?;

@@ -140,10 +140,7 @@ async fn agent_enrolls_and_runs_through_an_authenticating_connect_proxy() {
         .await
         .unwrap();
     let dep = s.request_deploy(&rule_id, 1).await.unwrap();
-    s.approver
-        .post_ok(&format!("/v1/deployments/{dep}/approve"), json!({}))
-        .await
-        .unwrap();
+    s.approve(&dep).await.unwrap();
     let done = s.wait_final(&dep, Duration::from_secs(60)).await.unwrap();
     assert_eq!(done["status"], "succeeded", "{done}");
     assert!(s.sim.saved_search(&format!("picket-{rule_id}")).is_some());
