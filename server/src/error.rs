@@ -29,6 +29,9 @@ pub enum ApiError {
     /// Not found, or not visible to this tenant (404).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The route exists but not with this method (405).
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// The request conflicts with the current state (409).
     #[error("{message}")]
     Conflict {
@@ -114,6 +117,11 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                self.to_string(),
+            ),
             ApiError::Conflict { code, message } => (StatusCode::CONFLICT, *code, message.clone()),
             ApiError::Token { code, message } => (StatusCode::UNAUTHORIZED, *code, message.clone()),
             ApiError::Refused { code, message } => (StatusCode::FORBIDDEN, *code, message.clone()),

@@ -336,3 +336,61 @@ async fn revocation_is_tenant_scoped_and_revoked_keys_cannot_enroll() {
     let (st, body) = s.enroll(&tok, &new_keys()).await;
     assert_eq!(st, 200, "new keys enroll: {body}");
 }
+
+/// Hostile or malformed requests get the API's JSON error shape with a
+/// precise code, never a framework plain-text body, and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_precise_json_errors() {
+    let s = start(None).await;
+    let admin = s.claim().await;
+    let base = format!("http://{}", s.addr);
+
+    let (status, v) = s.call(Some(&admin), "/v1/agents/not-a-uuid", None).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_path");
+
+    let (status, v) = s
+        .call(Some(&admin), "/v1/deployments?limit=lots", None)
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_query");
+
+    let resp = s
+        .http
+        .delete(format!("{base}/v1/rules"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "method_not_allowed");
+
+    let resp = s
+        .http
+        .post(format!("{base}/v1/rules"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{\"title\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_json");
+
+    let big = "x".repeat(300 * 1024);
+    let (status, v) = s
+        .call(
+            Some(&admin),
+            "/v1/rules",
+            Some(json!({ "title": "t", "query": big })),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "body_too_large");
+
+    let (status, v) = s.call(Some(&admin), "/v1/rules", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v, json!([]), "nothing was created by the refused requests");
+}

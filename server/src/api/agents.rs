@@ -1,6 +1,6 @@
 //! The fleet: agents, liveness and latest health; revocation (admin).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use picket_proto::SiemHealth;
@@ -8,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::ApiPath;
 use crate::AppState;
 use crate::auth::{Auth, perm};
 use crate::error::ApiResult;
@@ -159,7 +160,7 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     user: Auth<perm::View>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<AgentResponse>> {
     let v = agents::get(&state.db, user.tenant_id, id).await?;
     Ok(Json(view(&state, v)))
@@ -175,7 +176,7 @@ pub async fn show(
 pub async fn revoke(
     State(state): State<AppState>,
     admin: Auth<perm::Administer>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<AgentResponse>> {
     let v = agents::revoke(&state, admin.tenant_id, admin.id, id).await?;
     Ok(Json(view(&state, v)))

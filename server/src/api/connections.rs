@@ -1,6 +1,6 @@
 //! SIEM connections. Credentials are write-only: no response ever carries them.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::ApiJson;
+use super::{ApiJson, ApiPath};
 use crate::AppState;
 use crate::auth::{Auth, perm};
 use crate::db::entity::siem_connection;
@@ -141,7 +141,7 @@ pub async fn list(
 pub async fn show(
     State(state): State<AppState>,
     user: Auth<perm::View>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<ConnectionView>> {
     Ok(Json(
         connections::get(&state.db, user.tenant_id, id)

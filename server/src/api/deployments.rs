@@ -1,6 +1,6 @@
 //! Deployment requests, approvals and status.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{ApiJson, ApiJsonOrEmpty};
+use super::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use crate::AppState;
 use crate::auth::{Auth, perm};
 use crate::db::entity::{approval, deployment};
@@ -159,7 +159,7 @@ pub async fn request(
 pub async fn approve(
     State(state): State<AppState>,
     user: Auth<perm::Approve>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJsonOrEmpty(req): ApiJsonOrEmpty<ApproveRequest>,
 ) -> ApiResult<Json<DeploymentView>> {
     let d = deployments::approve(&state, &user, id, req.comment).await?;
@@ -172,7 +172,7 @@ pub async fn approve(
 pub async fn show(
     State(state): State<AppState>,
     user: Auth<perm::View>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<DeploymentView>> {
     let d = deployments::get(&state.db, user.tenant_id, id).await?;
     let a = deployments::approvals(&state.db, user.tenant_id, id).await?;
@@ -191,7 +191,7 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     user: Auth<perm::View>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Vec<DeploymentView>>> {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(

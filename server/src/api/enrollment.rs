@@ -1,6 +1,6 @@
 //! Enrollment tokens (admin: create, list, revoke) and agent enrollment.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{ApiJson, ApiJsonOrEmpty};
+use super::{ApiJson, ApiJsonOrEmpty, ApiPath};
 use crate::AppState;
 use crate::auth::{Auth, perm};
 use crate::db::entity::enrollment_token;
@@ -171,7 +171,7 @@ pub async fn list_tokens(
 pub async fn revoke_token(
     State(state): State<AppState>,
     admin: Auth<perm::Administer>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<TokenInfo>> {
     let row = enrollment::revoke_token(&state.db, admin.tenant_id, admin.id, id).await?;
     Ok(Json(token_info(row, unix_now())))

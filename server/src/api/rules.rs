@@ -1,6 +1,6 @@
 //! Rules and their immutable versions.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::ApiJson;
+use super::{ApiJson, ApiPath};
 use crate::AppState;
 use crate::auth::{Auth, perm};
 use crate::db::entity::{rule, rule_version};
@@ -156,7 +156,7 @@ pub async fn create(
 pub async fn add_version(
     State(state): State<AppState>,
     user: Auth<perm::Author>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RuleRequest>,
 ) -> ApiResult<(StatusCode, Json<VersionView>)> {
     let v = rules::add_version(&state.db, user.tenant_id, id, user.id, req.into()).await?;
@@ -168,7 +168,7 @@ pub async fn add_version(
 pub async fn show(
     State(state): State<AppState>,
     user: Auth<perm::View>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<RuleView>> {
     let (r, vs) = rules::get(&state.db, user.tenant_id, id).await?;
     Ok(Json(rule_view(r, vs)))
