@@ -15,7 +15,9 @@
 //!    agents dropped together do not reconnect together.
 //! 5. **`RetryAfter { secs }`**: the agent waits `secs` plus a jittered delay
 //!    from the schedule, bounded by `secs` (so at most twice what was asked),
-//!    and the caps keep growing.
+//!    and the caps keep growing. `secs` is honoured up to [`MAX_RETRY_AFTER`]
+//!    (1 hour): the message is not signed, so a forged one must not be able
+//!    to park an agent for longer than that.
 
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 pub const MIN_DELAY: Duration = Duration::from_secs(1);
 /// Largest cap.
 pub const MAX_DELAY: Duration = Duration::from_secs(300);
+/// Longest `RetryAfter` the agent honours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Upper bound of the extra delay after a server-initiated close.
 pub const SERVER_CLOSE_SPREAD: Duration = Duration::from_secs(5);
 
@@ -98,7 +102,7 @@ impl Backoff {
                 self.jitter(cap).saturating_add(spread)
             }
             SessionEnd::RetryAfter(secs) => {
-                let asked = Duration::from_secs(u64::from(secs));
+                let asked = Duration::from_secs(u64::from(secs)).min(MAX_RETRY_AFTER);
                 asked.saturating_add(self.jitter(cap.min(asked.max(MIN_DELAY))))
             }
         }
@@ -211,6 +215,13 @@ mod tests {
             b.delay_after(SessionEnd::ServerClosed, Duration::ZERO),
             Duration::from_millis(500 + 2500)
         );
+    }
+
+    #[test]
+    fn retry_after_is_bounded() {
+        let mut b = Backoff::new();
+        let d = b.delay_after(SessionEnd::RetryAfter(u32::MAX), Duration::ZERO);
+        assert!(d >= MAX_RETRY_AFTER && d <= MAX_RETRY_AFTER * 2, "{d:?}");
     }
 
     #[test]

@@ -76,6 +76,8 @@ const MIN_FRAME_BYTES: usize = 4096;
 /// Everything a session needs, fixed for the life of the process.
 struct Ctx {
     agent_id: Uuid,
+    /// The pinned server signing key: revocations must verify under it.
+    server_key: VerifyingKey,
     keys: Arc<AgentKeys>,
     key_id: KeyFingerprint,
     server: Url,
@@ -176,6 +178,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
     ));
 
     let ctx = Ctx {
+        server_key: pinned,
         agent_id: enrollment.agent_id,
         keys,
         key_id: enrollment.key_id,
@@ -270,8 +273,8 @@ async fn session(
         () = shutdown.cancelled() => return (Ended::Shutdown, Duration::ZERO),
         r = tokio::time::timeout(ctx.connect_timeout, connecting) => r,
     };
-    let (mut ws, welcome) = match attempt {
-        Ok(Ok((ws, Handshake::Welcome(w)))) => (ws, w),
+    let (mut ws, welcome, nonce) = match attempt {
+        Ok(Ok((ws, Handshake::Welcome(w, n)))) => (ws, w, n),
         Ok(Ok((_, Handshake::Ended(e)))) => return (e, Duration::ZERO),
         Ok(Err(e)) => {
             tracing::warn!(error = %format!("{e:#}"), "cannot connect to the server");
@@ -350,7 +353,7 @@ async fn session(
                     }
                     Some(Ok(Message::Text(text))) => match decode_server_msg(&text, max_frame) {
                         Ok(msg) => {
-                            if let Some(end) = on_message(ctx, &mut ws, work_tx, msg).await {
+                            if let Some(end) = on_message(ctx, &mut ws, work_tx, &nonce, msg).await {
                                 break end;
                             }
                         }
@@ -390,11 +393,24 @@ async fn session(
     (ended, up.elapsed())
 }
 
+/// Whether a revocation is signed by the pinned server key for this session.
+/// Anything else (a forgery by a TLS-inspecting proxy, a replay from another
+/// session) must not stop the agent for good.
+fn revocation_is_authentic(ctx: &Ctx, nonce: &[u8; 32], proof: &[u8; 64]) -> bool {
+    let bytes = picket_proto::revocation_signing_bytes(nonce, &ctx.agent_id);
+    let ok = picket_shared::verify_signature(ctx.server_key.as_bytes(), &bytes, proof).is_ok();
+    if !ok {
+        tracing::error!("refusing a revocation that does not verify under the pinned server key");
+    }
+    ok
+}
+
 /// Handles one decoded message. `Some` ends the session.
 async fn on_message(
     ctx: &Ctx,
     ws: &mut Ws,
     work_tx: &mpsc::Sender<WorkerMsg>,
+    nonce: &[u8; 32],
     msg: ServerMsg,
 ) -> Option<Ended> {
     match msg {
@@ -419,7 +435,11 @@ async fn on_message(
             close(ws, CloseCode::Normal, "retry after").await;
             return Some(Ended::Reconnect(SessionEnd::RetryAfter(secs)));
         }
-        ServerMsg::Revoked => {
+        ServerMsg::Revoked { proof } => {
+            if !revocation_is_authentic(ctx, nonce, &proof.0) {
+                close(ws, CloseCode::Policy, "unauthenticated revocation").await;
+                return Some(Ended::Reconnect(SessionEnd::Failed));
+            }
             close(ws, CloseCode::Normal, "revoked").await;
             return Some(Ended::Revoked);
         }
@@ -435,7 +455,8 @@ async fn on_message(
 }
 
 enum Handshake {
-    Welcome(picket_proto::Welcome),
+    /// Welcomed; with the session's challenge nonce (revocations are bound to it).
+    Welcome(picket_proto::Welcome, [u8; 32]),
     Ended(Ended),
 }
 
@@ -448,7 +469,13 @@ async fn handshake(ctx: &Ctx, ws: &mut Ws) -> anyhow::Result<Handshake> {
                 secs,
             ))));
         }
-        ServerMsg::Revoked => return Ok(Handshake::Ended(Ended::Revoked)),
+        ServerMsg::Revoked { .. } => {
+            // No challenge yet, so nothing a revocation could be bound to: it
+            // cannot be authentic. Treat it as a broken connection.
+            tracing::warn!("ignoring a revocation sent before the challenge (unauthenticated)");
+            close(ws, CloseCode::Protocol, "expected a challenge").await;
+            bail!("the server sent an unauthenticated revocation before the challenge");
+        }
         _ => {
             close(ws, CloseCode::Protocol, "expected a challenge").await;
             bail!("the server did not start with a challenge");
@@ -476,7 +503,9 @@ async fn handshake(ctx: &Ctx, ws: &mut Ws) -> anyhow::Result<Handshake> {
     });
     send(ws, &hello, ctx.max_frame_bytes).await?;
     match next_msg(ws, ctx.max_frame_bytes).await? {
-        ServerMsg::Welcome(w) if w.agent_id == ctx.agent_id => Ok(Handshake::Welcome(w)),
+        ServerMsg::Welcome(w) if w.agent_id == ctx.agent_id => {
+            Ok(Handshake::Welcome(w, challenge.nonce.0))
+        }
         ServerMsg::Welcome(_) => {
             close(ws, CloseCode::Policy, "welcome for another agent").await;
             bail!("the server welcomed another agent id");
@@ -487,7 +516,11 @@ async fn handshake(ctx: &Ctx, ws: &mut Ws) -> anyhow::Result<Handshake> {
                 secs,
             ))))
         }
-        ServerMsg::Revoked => {
+        ServerMsg::Revoked { proof } => {
+            if !revocation_is_authentic(ctx, &challenge.nonce.0, &proof.0) {
+                close(ws, CloseCode::Policy, "unauthenticated revocation").await;
+                bail!("the server's revocation does not verify under the pinned key");
+            }
             close(ws, CloseCode::Normal, "revoked").await;
             Ok(Handshake::Ended(Ended::Revoked))
         }

@@ -36,7 +36,10 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 type Ws = WebSocketStream<Box<dyn Io>>;
 
-const WAIT: Duration = Duration::from_secs(15);
+/// Upper bound for anything the agent does on its own schedule. Generous on
+/// purpose: after a run of failed connects, full-jitter backoff alone can take
+/// 30 s, and a slow machine must never fail a test. Passing tests never wait it out.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// One agent with its own state directory, and the fake server it talks to.
 struct TestApp {
@@ -450,8 +453,36 @@ async fn unacked_results_are_resent_after_reconnect() {
 #[tokio::test]
 async fn revoked_agent_stops_for_good() {
     let app = TestApp::start().await;
-    let mut ws = app.accept().await;
-    send(&mut ws, &ServerMsg::Revoked).await;
+    // A revocation signed by anyone but the pinned server key (a TLS-inspecting
+    // proxy, say) must not stop the agent: it drops that connection and comes back.
+    let forger = ServerSigningKey::generate().unwrap();
+    for (signer, nonce) in [(&forger, [7u8; 32]), (&app.signing, [8u8; 32])] {
+        let mut ws = app.accept_raw().await;
+        let server_key = app.signing.fingerprint();
+        send(
+            &mut ws,
+            &ServerMsg::Challenge(Challenge {
+                nonce: B64(nonce),
+                server_key,
+            }),
+        )
+        .await;
+        assert!(matches!(recv(&mut ws).await, AgentMsg::Hello(_)));
+        let bytes = picket_proto::revocation_signing_bytes(&nonce, &app.agent_id);
+        send(
+            &mut ws,
+            &ServerMsg::Revoked {
+                proof: B64(signer.sign(&bytes)),
+            },
+        )
+        .await;
+        if std::ptr::eq(signer, &forger) {
+            assert!(
+                StateDir::new(&app.state_dir).revoked_at().is_none(),
+                "a forged revocation must not be recorded"
+            );
+        }
+    }
     let h = tokio::time::timeout(WAIT, async {
         let mut app = app;
         let h = app.agent.take().unwrap();

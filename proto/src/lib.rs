@@ -39,7 +39,7 @@ pub use job::{
 };
 pub use message::{
     AgentMsg, Challenge, ConnectionInfo, Hello, JobResult, ServerMsg, Welcome, decode_agent_msg,
-    decode_server_msg, encode,
+    decode_server_msg, encode, revocation_signing_bytes,
 };
 pub use outcome::{ErrorClass, Outcome};
 pub use text::{AgentVersion, Hostname};
@@ -57,6 +57,9 @@ pub const JOB_SIGNATURE_CONTEXT: &[u8] = b"picket-job-v1";
 
 /// Domain separation prefix of the agent's answer to a connection challenge.
 pub const HELLO_SIGNATURE_CONTEXT: &[u8] = b"picket-hello-v1";
+
+/// Domain separation prefix of the server's signed revocation of an agent.
+pub const REVOKED_SIGNATURE_CONTEXT: &[u8] = b"picket-revoked-v1";
 
 /// Domain separation prefix of the agent's proof of key possession at enrollment.
 pub const ENROLL_SIGNATURE_CONTEXT: &[u8] = b"picket-enroll-v1";

@@ -44,8 +44,25 @@ pub enum ServerMsg {
         /// Seconds to wait.
         secs: u32,
     },
-    /// This agent has been revoked; it must stop and not reconnect.
-    Revoked,
+    /// This agent has been revoked; it must stop and not reconnect. Signed, so
+    /// that nobody on the path (a TLS-inspecting proxy included) can stop an
+    /// agent by forging it: see [`revocation_signing_bytes`].
+    Revoked {
+        /// Ed25519 signature by the server's job-signing key over
+        /// [`revocation_signing_bytes`] for this session's challenge nonce.
+        proof: B64<64>,
+    },
+}
+
+/// `"picket-revoked-v1" ‖ nonce ‖ agent_id (16 bytes)`: what the server signs
+/// to revoke an agent. The nonce is the current session's challenge, so a
+/// recorded revocation cannot be replayed against another session.
+pub fn revocation_signing_bytes(nonce: &[u8; 32], agent_id: &Uuid) -> Vec<u8> {
+    let mut out = Vec::with_capacity(crate::REVOKED_SIGNATURE_CONTEXT.len() + 48);
+    out.extend_from_slice(crate::REVOKED_SIGNATURE_CONTEXT);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(agent_id.as_bytes());
+    out
 }
 
 /// The server's challenge.

@@ -136,7 +136,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         },
         ServerMsg::Ping { t: 17 },
         ServerMsg::RetryAfter { secs: 30 },
-        ServerMsg::Revoked,
+        ServerMsg::Revoked {
+            proof: B64([3; 64]),
+        },
     ];
     for msg in &server_frames {
         write(&frames, encode(msg)?.as_bytes())?;

@@ -117,6 +117,14 @@ fn audit_denied(
     }
 }
 
+/// A revocation signed for this session (see `picket_proto::revocation_signing_bytes`).
+fn revoked(state: &AppState, nonce: &[u8; 32], agent_id: Uuid) -> ServerMsg {
+    let bytes = picket_proto::revocation_signing_bytes(nonce, &agent_id);
+    ServerMsg::Revoked {
+        proof: B64(state.keys.signing.sign(&bytes)),
+    }
+}
+
 /// Runs a session to its end.
 pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr>) {
     let max = usize::try_from(state.config.max_frame_bytes)
@@ -203,7 +211,7 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         .await;
     }
     if agent_row.revoked_at.is_some() {
-        let _ = send(&mut socket, &ServerMsg::Revoked).await;
+        let _ = send(&mut socket, &revoked(&state, &nonce, agent_row.id)).await;
         return reject(
             &state,
             &mut socket,
@@ -236,7 +244,7 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
             .await
         }
         End::Revoked => {
-            let _ = send(&mut socket, &ServerMsg::Revoked).await;
+            let _ = send(&mut socket, &revoked(&state, &nonce, agent_row.id)).await;
             close(&mut socket, POLICY_VIOLATION, "agent revoked").await;
         }
         End::Shutdown => close(&mut socket, GOING_AWAY, "server shutting down").await,
