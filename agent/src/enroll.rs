@@ -20,6 +20,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::config::AgentConfig;
+use crate::keyring::{Keyring, PinnedKey};
 use crate::ledger::LEDGER_FILE;
 use crate::net;
 use crate::state::{Enrollment, StateDir};
@@ -208,7 +209,15 @@ pub async fn enroll(
     let server_key = VerifyingKey::from_bytes(&answer.server_signing_key.0)
         .context("the server's signing key is not a valid Ed25519 public key")?;
     let actual = fingerprint(&server_key);
-    if actual != token.fingerprint || actual != answer.key_id {
+    // A token issued before a server key rotation pins an older key: the
+    // current key is accepted only if the chain the server sent leads to it
+    // from the token's key.
+    let ring = if actual == token.fingerprint && actual == answer.key_id {
+        None
+    } else {
+        chain_from_token(&token.fingerprint, &answer, actual)
+    };
+    if (actual != token.fingerprint && ring.is_none()) || actual != answer.key_id {
         bail!(
             "server key does not match the fingerprint in the token: possible interception \
              (token pins {}, server key is {}, server claims {}); nothing was written",
@@ -230,8 +239,44 @@ pub async fn enroll(
         retire_previous(&state)?;
     }
     state.write_keys(&keys)?;
+    let ring_path = state.path().join(crate::keyring::SERVER_KEYS_FILE);
+    match &ring {
+        Some(r) => r.save(state.path())?,
+        // A keyring left by a previous enrollment (`--force`) is stale.
+        None if ring_path.exists() => std::fs::remove_file(&ring_path)
+            .with_context(|| format!("cannot remove {}", ring_path.display()))?,
+        None => {}
+    }
     state.write_enrollment(&enrollment)?;
     Ok(enrollment)
+}
+
+/// The trusted keys when the token pins a key older than the server's
+/// current one: the chain root must be the token's key and the chain must
+/// reach `current`. `None` if it does not.
+fn chain_from_token(
+    pinned: &picket_proto::KeyFingerprint,
+    answer: &EnrollResponse,
+    current: picket_proto::KeyFingerprint,
+) -> Option<Keyring> {
+    let root = answer.chain_root?;
+    let root_key = VerifyingKey::from_bytes(&root.0).ok()?;
+    if fingerprint(&root_key) != *pinned {
+        return None;
+    }
+    let mut ring = Keyring {
+        keys: vec![PinnedKey {
+            key_id: *pinned,
+            public: root,
+            valid_until: None,
+        }],
+    };
+    ring.walk(&answer.key_chain);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    ring.is_valid(&current, now).then(|| {
+        tracing::info!(token_key = %pinned, current = %current, "the server rotated its signing key since the token was issued; followed its key chain");
+        ring
+    })
 }
 
 /// On `--force`, moves the previous identity's ledger aside (its sequence

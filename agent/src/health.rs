@@ -29,6 +29,8 @@ pub struct Counters {
     pub succeeded: AtomicU64,
     /// Jobs that failed or were refused.
     pub failed: AtomicU64,
+    /// Why the audit witness refused a checkpoint, once it has (sticky: see `witness.rs`).
+    pub audit_alarm: std::sync::Mutex<Option<picket_proto::AuditAlarm>>,
 }
 
 impl Counters {
@@ -91,6 +93,7 @@ impl Sampler {
             .unwrap_or((0.0, 0));
         let total = self.sys.total_memory();
         HealthReport {
+            taken_at: time::OffsetDateTime::now_utc().unix_timestamp(),
             uptime_secs: self.started.elapsed().as_secs(),
             cpu_percent: if cpu.is_finite() {
                 cpu.clamp(0.0, 100_000.0)
@@ -103,6 +106,7 @@ impl Sampler {
             jobs_succeeded: counters.succeeded.load(Ordering::Relaxed),
             jobs_failed: counters.failed.load(Ordering::Relaxed),
             siem: Vec::new(),
+            audit_alarm: counters.audit_alarm.lock().ok().and_then(|a| *a),
         }
     }
 }
@@ -261,6 +265,7 @@ mod tests {
 
     fn report(uptime_secs: u64) -> HealthReport {
         HealthReport {
+            taken_at: 1_800_000_000,
             uptime_secs,
             cpu_percent: 0.0,
             rss_bytes: 1,
@@ -269,6 +274,7 @@ mod tests {
             jobs_succeeded: 0,
             jobs_failed: 0,
             siem: Vec::new(),
+            audit_alarm: None,
         }
     }
 

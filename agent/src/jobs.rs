@@ -4,7 +4,8 @@
 //!
 //! For each delivered job, in order:
 //!
-//! 1. signature under a pinned server key (`verify_job`); on failure the job
+//! 1. signature under a pinned server key whose overlap window is open
+//!    (`verify_job` with the keyring's valid keys); on failure the job
 //!    is refused with the verifier's class and **not** recorded (unauthenticated
 //!    input must not grow the ledger);
 //! 2. addressed to this agent (`wrong_agent`, not recorded);
@@ -37,16 +38,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::VerifyingKey;
 use picket_proto::{AgentMsg, B64, ErrorClass, JobHeader, JobResult, Outcome, SealedJob};
-use picket_shared::keys::AgentKeys;
 use picket_shared::seal::{open_job, peek_job_id, verify_job};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::health::Counters;
+use crate::identity::Identity;
 use crate::journal::{Journal, JournalEntry};
+use crate::keyring::Keyring;
 use crate::ledger::{Ledger, LedgerError};
 use crate::policy::Policy;
 use crate::siem;
@@ -66,10 +67,11 @@ pub enum WorkerMsg {
 pub struct Worker {
     /// This agent's id (jobs for any other id are refused).
     pub agent_id: Uuid,
-    /// The agent's private keys (HPKE decryption).
-    pub keys: Arc<AgentKeys>,
-    /// Server job-signing keys the agent trusts.
-    pub pinned: Vec<VerifyingKey>,
+    /// The agent's private keys (HPKE decryption: current, pending and
+    /// previous X25519 secrets, so jobs sealed around a key rotation open).
+    pub identity: Arc<Mutex<Identity>>,
+    /// Server job-signing keys the agent trusts (changes when the server rotates).
+    pub keyring: Arc<Mutex<Keyring>>,
     /// The durable ledger (the worker is its only writer).
     pub ledger: Arc<Mutex<Ledger>>,
     /// The customer's local policy.
@@ -225,7 +227,12 @@ impl Worker {
 
     /// Decides and, if allowed, runs one job. `None`: nothing to answer.
     async fn process(&mut self, sealed: SealedJob) -> Option<JobResult> {
-        let header = match verify_job(&sealed, &self.pinned) {
+        let pinned = self
+            .keyring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .valid_keys(unix_now());
+        let header = match verify_job(&sealed, &pinned) {
             Ok(h) => h,
             Err(e) => {
                 let class = e.error_class();
@@ -361,7 +368,21 @@ impl Worker {
     /// inside this function.
     async fn execute(&self, sealed: &SealedJob, header: &JobHeader, meta: &mut Meta) -> JobResult {
         let job_id = header.job_id;
-        let spec = match open_job(sealed, header, &self.keys) {
+        let keys = self
+            .identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .decryption_keys();
+        // The first key that opens it wins; a failure with every key is reported as the last one.
+        let mut opened = Err(picket_shared::OpenError::DecryptFailed);
+        for k in &keys {
+            opened = open_job(sealed, header, k);
+            if !matches!(opened, Err(picket_shared::OpenError::DecryptFailed)) {
+                break;
+            }
+        }
+        drop(keys);
+        let spec = match opened {
             Ok(s) => s,
             Err(e) => {
                 let class = e.error_class();

@@ -52,6 +52,10 @@ pub struct JournalEntry {
     pub outcome: Outcome,
     /// Why it failed or was refused.
     pub error_class: Option<ErrorClass>,
+    /// Set on the entry of a refused audit checkpoint (no job involved;
+    /// see `witness.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_alarm: Option<picket_proto::AuditAlarm>,
 }
 
 impl JournalEntry {
@@ -65,6 +69,7 @@ impl JournalEntry {
             connection_id: None,
             outcome,
             error_class,
+            audit_alarm: None,
         }
     }
 }

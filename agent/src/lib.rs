@@ -7,26 +7,36 @@
 //! health figures.
 //!
 //! # Layout
+//! - [`check`]: `check-config`, validating `agent.toml` and `policy.toml` as `run` would.
 //! - [`config`]: typed `agent.toml` + `PICKET_AGENT_*` overrides, validated at start-up.
 //! - [`state`]: the state directory: private keys (0600), enrollment record, atomic writes.
 //! - [`enroll`]: the one-time enrollment exchange and the key pin check.
+//! - [`keyring`]: the server signing keys the agent trusts, and walking the key chain after a server rotation.
+//! - [`identity`]: the agent's own keys and their crash-safe rotation (`rotate-keys`).
 //! - [`ledger`]: the durable, fsynced job ledger (idempotency, replay barrier).
 //! - [`policy`]: the customer's local `policy.toml` (job kinds, connections, rate cap).
 //! - [`backoff`]: the reconnect schedule (exponential caps, full jitter, stability reset).
 //! - `net`: TLS configuration, the WebSocket connector, the SIEM HTTP client.
 //! - [`proxy`]: HTTP CONNECT proxies to the server (`proxy_url`, `HTTPS_PROXY`, `NO_PROXY`).
+//! - [`install`]: `service prepare`, the MSI's config/state folder set-up (copy examples if absent, ACL).
 //! - [`journal`]: the customer's append-only, rotated journal of every job run or refused.
 //! - `session`: the connection loop and one WebSocket session ([`run_agent`]).
 //! - `jobs`: the job worker that outlives sessions.
 //! - `health`: process/host figures and SIEM probes for health reports.
+//! - `witness`: the agent as a witness of its tenant's audit log (checkpoints, consistency, alarms).
+//! - `winsvc` (Windows only): the agent as a Windows service (`service run`).
 //! - [`siem`]: SIEM connectors (Splunk today) behind one enum-dispatched interface.
 
 pub mod backoff;
+pub mod check;
 pub mod config;
 pub mod enroll;
 mod health;
+pub mod identity;
+pub mod install;
 mod jobs;
 pub mod journal;
+pub mod keyring;
 pub mod ledger;
 mod net;
 pub mod policy;
@@ -34,6 +44,10 @@ pub mod proxy;
 mod session;
 pub mod siem;
 pub mod state;
+/// Windows only: `picket-agent service run` under the service control manager.
+#[cfg(windows)]
+pub mod winsvc;
+mod witness;
 
 pub use config::AgentConfig;
 pub use session::{Revoked, run_agent};

@@ -7,8 +7,12 @@
 //! - `status`: what the state directory says (enrollment, pinned key, last job).
 //! - `journal`: the local journal of every job run or refused, newest last,
 //!   see [`picket_agent::journal`].
+//! - `service run`: the Windows service entry point (`picket_agent::winsvc`, Windows only).
+//! - `check-config`: validates `agent.toml` and `policy.toml`, see [`picket_agent::check`].
+//! - `rotate-keys`: writes new pending keys for the running agent to prove
+//!   to the server, see [`picket_agent::identity`].
 //!
-//! Logging goes to stderr (`--log-format text|json`, filter from
+//! Logging goes to stderr, or to `--log-file` (`--log-format text|json`, filter from
 //! `PICKET_AGENT_LOG` or `RUST_LOG`, default `info`). Exit codes: 0 success,
 //! 1 error, 2 usage error, 3 the server revoked this agent.
 
@@ -18,7 +22,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use picket_agent::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+use picket_agent::identity;
 use picket_agent::journal::Journal;
+use picket_agent::keyring::Keyring;
 use picket_agent::ledger::Ledger;
 use picket_agent::state::StateDir;
 use picket_agent::{Revoked, enroll, run_agent};
@@ -57,6 +63,10 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
+    /// Append logs to this file instead of stderr (the Windows service, which has no console).
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -82,8 +92,57 @@ enum Command {
     Run,
     /// Show whether this host is enrolled, which server key is pinned, and the last job.
     Status(StatusArgs),
+    /// Run under the Windows service control manager (the MSI's service `picket-agent`).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Validate agent.toml and the local policy.toml as `run` would load them, and summarise them.
+    ///
+    /// Reads files only (no network, nothing written). Exit code 0 and a
+    /// summary when both are valid; 1 and the offending file and key otherwise.
+    CheckConfig,
     /// Print the local journal of every job this agent ran or refused (newest last).
     Journal(JournalArgs),
+    /// Replace this agent's key pairs (identity and job decryption).
+    ///
+    /// Writes new keys to `rotation.pending` in the state directory (mode
+    /// 0600, fsynced). The running agent (`picket-agent run`) notices them
+    /// within seconds, or at its next start, proves them to the server with
+    /// its current identity, and switches to them once the server confirms;
+    /// the old identity is then refused by the server. This command never
+    /// talks to the server itself, so it cannot race the running service.
+    RotateKeys(RotateKeysArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// Started by the service control manager: runs the agent until the service is stopped
+    /// (Stop and Shutdown end it as SIGTERM does `run`). Windows only.
+    Run,
+    /// Run by the MSI as SYSTEM: create the data folder, restrict its ACL, and copy
+    /// agent.toml / policy.toml from the examples next to the executable if absent.
+    Prepare(PrepareArgs),
+}
+
+#[derive(Debug, Args)]
+struct PrepareArgs {
+    /// The configuration and state folder, e.g. C:\ProgramData\Picket.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+
+    /// Where agent.toml.example and policy.toml.example are (default: next to this executable).
+    #[arg(long, value_name = "DIR")]
+    examples_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RotateKeysArgs {
+    /// State directory; overrides the configuration.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Wait up to this many seconds for the running agent to complete the rotation (0: do not wait).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -127,24 +186,45 @@ struct StatusArgs {
     state_dir: Option<PathBuf>,
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, file: Option<&Path>) -> anyhow::Result<()> {
     let filter = std::env::var("PICKET_AGENT_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if let Some(path) = file {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open --log-file {}", path.display()))?;
+        let builder = builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f));
+        match format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.json().init(),
+        }
+    } else {
+        let builder = builder.with_writer(std::io::stderr);
+        match format {
+            LogFormat::Text => builder.init(),
+            LogFormat::Json => builder.json().init(),
+        }
     }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    if let Err(e) = init_logging(cli.log_format, cli.log_file.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    if let Command::Service(ServiceCommand::Run) = cli.command {
+        return service_run(cli.config);
+    }
     // One process-wide crypto provider for rustls (the agent's own configs also name it explicitly).
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -172,9 +252,62 @@ fn main() -> ExitCode {
     }
 }
 
+/// `service run`: hands the process to the Windows service control manager.
+#[cfg(windows)]
+fn service_run(config: PathBuf) -> ExitCode {
+    // The SCM thread builds its own runtime (picket_agent::winsvc).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match picket_agent::winsvc::run_under_scm(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "service run failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `service run` elsewhere: systemd runs `picket-agent run` directly.
+#[cfg(not(windows))]
+fn service_run(_config: PathBuf) -> ExitCode {
+    eprintln!(
+        "error: `service run` is for the Windows service control manager; \
+         on Linux the systemd unit runs `picket-agent run`"
+    );
+    ExitCode::from(2)
+}
+
+fn service_prepare(args: PrepareArgs) -> anyhow::Result<()> {
+    let examples = match args.examples_dir {
+        Some(d) => d,
+        None => std::env::current_exe()
+            .context("cannot find this executable's folder")?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("this executable has no parent folder")?,
+    };
+    for line in picket_agent::install::prepare(&args.data_dir, &examples)? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    // These two read no agent configuration the ordinary way: check-config
+    // reports on it, and `service prepare` runs before agent.toml exists.
+    let command = match cli.command {
+        Command::CheckConfig => {
+            for line in picket_agent::check::check_config(&cli.config)? {
+                println!("{line}");
+            }
+            println!("configuration ok");
+            return Ok(());
+        }
+        Command::Service(ServiceCommand::Prepare(args)) => return service_prepare(args),
+        other => other,
+    };
     let mut config = AgentConfig::load(&cli.config)?;
-    match cli.command {
+    match command {
         Command::Enroll(args) => {
             if let Some(dir) = args.state_dir {
                 config.state_dir = dir;
@@ -207,7 +340,44 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             print_journal(&config.state_dir, args.limit, args.json)
         }
+        Command::RotateKeys(args) => {
+            if let Some(dir) = args.state_dir {
+                config.state_dir = dir;
+            }
+            rotate_keys(&config.state_dir, args.wait).await
+        }
+        // Handled above, before the configuration is loaded; `service run` in main.
+        Command::CheckConfig | Command::Service(_) => Ok(()),
     }
+}
+
+async fn rotate_keys(dir: &Path, wait: u64) -> anyhow::Result<()> {
+    let state = StateDir::new(dir);
+    state.load_enrollment()?;
+    let new = identity::begin(dir)?;
+    println!(
+        "new keys written to {} (identity {})",
+        dir.join(identity::PENDING_FILE).display(),
+        hex::encode(new.ed25519_public())
+    );
+    if wait == 0 {
+        println!(
+            "the running agent sends them to the server within seconds (or at its next start) \
+             and switches once the server confirms; `picket-agent status` shows the state"
+        );
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    while identity::is_pending(dir) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the rotation is still pending after {wait} s: is `picket-agent run` running and connected? \
+             It completes the rotation at its next connection"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    println!("rotation complete: the server confirmed the new keys");
+    Ok(())
 }
 
 fn print_journal(dir: &Path, limit: usize, json: bool) -> anyhow::Result<()> {
@@ -229,13 +399,23 @@ fn print_journal(dir: &Path, limit: usize, json: bool) -> anyhow::Result<()> {
             [
                 e.time.clone(),
                 opt(e.job_id),
-                e.kind.map_or("-", picket_proto::JobKind::as_str).to_owned(),
+                // A refused audit checkpoint is journaled without a job.
+                if e.audit_alarm.is_some() {
+                    "audit_checkpoint".to_owned()
+                } else {
+                    e.kind.map_or("-", picket_proto::JobKind::as_str).to_owned()
+                },
                 opt(e.rule_id),
                 opt(e.connection_id),
                 e.outcome.as_str().to_owned(),
-                e.error_class
-                    .map_or("-", picket_proto::ErrorClass::as_str)
-                    .to_owned(),
+                e.audit_alarm.map_or_else(
+                    || {
+                        e.error_class
+                            .map_or("-", picket_proto::ErrorClass::as_str)
+                            .to_owned()
+                    },
+                    |a| a.as_str().to_owned(),
+                ),
             ]
         })
         .collect();
@@ -315,9 +495,34 @@ fn status(dir: &Path) -> anyhow::Result<()> {
     println!("agent id: {}", e.agent_id);
     println!("tenant id: {}", e.tenant_id);
     println!("server: {}", e.server_url);
-    println!("pinned server key fingerprint: {}", e.key_id);
-    match state.load_keys() {
-        Ok(_) => println!("keys: ok"),
+    println!("server key pinned at enrollment: {}", e.key_id);
+    match Keyring::load(dir, &e) {
+        Ok(ring) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            for k in &ring.keys {
+                let window = match k.valid_until {
+                    None => "current".to_owned(),
+                    Some(t) if now <= t => format!("accepted until {}", rfc3339(t)),
+                    Some(t) => format!("retired since {}", rfc3339(t)),
+                };
+                println!("trusted server key: {} ({window})", k.key_id);
+            }
+        }
+        Err(err) => println!("trusted server keys: PROBLEM: {err:#}"),
+    }
+    match identity::Identity::load(&state) {
+        Ok(id) => {
+            println!(
+                "keys: ok (identity {})",
+                hex::encode(id.current.ed25519_public())
+            );
+            if let Some(p) = &id.pending {
+                println!(
+                    "key rotation: pending (new identity {}), completed by the running agent once the server confirms",
+                    hex::encode(p.ed25519_public())
+                );
+            }
+        }
         Err(err) => println!("keys: PROBLEM: {err:#}"),
     }
     if let Some(at) = state.revoked_at() {

@@ -123,6 +123,39 @@ impl Policy {
         })
     }
 
+    /// One line per rule, for `picket-agent check-config`.
+    pub fn summary(&self) -> Vec<String> {
+        let kinds = self.allow_kinds.as_ref().map_or_else(
+            || "every kind".to_owned(),
+            |k| {
+                if k.is_empty() {
+                    "none (every job is refused)".to_owned()
+                } else {
+                    k.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            },
+        );
+        let conns = self.allow_connections.as_ref().map_or_else(
+            || "any".to_owned(),
+            |c| {
+                if c.is_empty() {
+                    "none (every job is refused)".to_owned()
+                } else {
+                    c.join(", ")
+                }
+            },
+        );
+        let minute = self
+            .max_per_minute
+            .map_or_else(|| "none".to_owned(), |m| m.to_string());
+        vec![
+            format!("allowed job kinds: {kinds}"),
+            format!("allowed connections: {conns}"),
+            format!("max jobs per hour: {}", self.max_per_hour),
+            format!("max jobs per minute: {minute}"),
+        ]
+    }
+
     /// Whether jobs of this kind may run (checked before decryption, on the signed header).
     pub fn allows_kind(&self, kind: JobKind) -> bool {
         self.allow_kinds.as_ref().is_none_or(|k| k.contains(&kind))
@@ -181,6 +214,8 @@ mod tests {
                 app: "search".into(),
                 owner: "nobody".into(),
                 token: Credential::new("t".into()),
+                login: None,
+                hec: None,
             }),
         }
     }

@@ -18,13 +18,20 @@
 //! and wait in a bounded buffer (newest kept); a new session sends them in
 //! order right after `Welcome`.
 //!
-//! Handshake: the server's `Challenge` must name the pinned signing key (else
-//! the agent closes and logs an error: possible interception); the agent
+//! Handshake: the server's `Challenge` names its signing key; the agent
 //! answers `Hello` signed over `Hello::signing_bytes(nonce, agent_id,
 //! server_key)`; the server answers `Welcome` with the session settings.
-//! Nothing received from the server is ever logged verbatim.
+//! The challenge's key must be pinned, or endorsed by a pinned key through
+//! the key chain the challenge carries (a server rotation the agent missed,
+//! see `keyring.rs`); else the agent closes without answering and logs an
+//! error: possible interception. Nothing received from the server is ever logged verbatim.
+//!
+//! Key rotation of the agent's own keys (`identity.rs`): pending keys are
+//! re-read at every connect and looked for every 2 s while connected, sent
+//! as `RotateKeys`, and promoted on a signed `KeysRotated`.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +39,7 @@ use anyhow::{Context, bail};
 use ed25519_dalek::VerifyingKey;
 use futures_util::{SinkExt, StreamExt};
 use picket_proto::{
-    AgentMsg, B64, Hello, KeyFingerprint, ServerMsg, SiemKind, decode_server_msg, encode,
+    AgentMsg, B64, Hello, KeysRotated, RotateKeys, ServerMsg, SiemKind, decode_server_msg, encode,
 };
 use picket_shared::keys::{AgentKeys, fingerprint};
 use reqwest::Url;
@@ -47,12 +54,15 @@ use uuid::Uuid;
 use crate::backoff::{Backoff, SessionEnd};
 use crate::config::{AgentConfig, DEFAULT_POLICY_PATH};
 use crate::health::{Counters, HEALTH_BUFFER_REPORTS, HealthBuffer, HealthSettings, reporter};
+use crate::identity::{self, Identity};
 use crate::jobs::{Worker, WorkerMsg};
 use crate::journal::Journal;
+use crate::keyring::Keyring;
 use crate::ledger::Ledger;
 use crate::net::{self, Ws};
 use crate::policy::Policy;
 use crate::state::StateDir;
+use crate::witness::Witness;
 
 /// The server revoked this agent: it must not reconnect. `run_agent` returns
 /// this (inside `anyhow::Error`) so the binary can exit with a clear message.
@@ -73,13 +83,20 @@ const MIN_HEARTBEAT_SECS: u32 = 1;
 const MIN_HEALTH_SECS: u32 = 5;
 const MIN_FRAME_BYTES: usize = 4096;
 
-/// Everything a session needs, fixed for the life of the process.
+/// Everything a session needs, for the life of the process.
 struct Ctx {
     agent_id: Uuid,
-    /// The pinned server signing key: revocations must verify under it.
-    server_key: VerifyingKey,
-    keys: Arc<AgentKeys>,
-    key_id: KeyFingerprint,
+    state: StateDir,
+    /// The server signing keys the agent trusts (grows when the server rotates).
+    keyring: Arc<Mutex<Keyring>>,
+    /// The agent's own keys, re-read from disk at every connect (a
+    /// `picket-agent rotate-keys` may have written new pending keys).
+    identity: Arc<Mutex<Identity>>,
+    /// Say `Hello` with the pending keys instead of the current ones: set
+    /// after the server refused the current identity while a rotation was
+    /// pending (its confirmation was lost), cleared after a refusal of the
+    /// pending one. See `identity.rs`.
+    hello_with_pending: AtomicBool,
     server: Url,
     tls: Arc<rustls::ClientConfig>,
     /// HTTP CONNECT proxy to the server, if configured and not bypassed.
@@ -90,6 +107,8 @@ struct Ctx {
     health: Arc<HealthBuffer>,
     /// Interval and connections from the last `Welcome`, for the reporter.
     health_settings: watch::Sender<Option<HealthSettings>>,
+    /// Witness of the tenant's audit log (checkpoints pushed by the server).
+    witness: Mutex<Witness>,
 }
 
 /// How one session ended.
@@ -121,7 +140,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
         })
         .context(format!("revoked at {when}")));
     }
-    let keys = Arc::new(state.load_keys()?);
+    let identity = Arc::new(Mutex::new(Identity::load(&state)?));
     let server = config.effective_server_url(&enrollment.server_url)?;
     if server.scheme() == "http" {
         tracing::warn!(
@@ -137,6 +156,7 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
             "enrollment.json is inconsistent: key_id is not the fingerprint of server_signing_key"
         );
     }
+    let keyring = Arc::new(Mutex::new(Keyring::load(state.path(), &enrollment)?));
     let tls = net::tls_config(config.ca_bundle.as_deref())?;
     let http = net::siem_http_client(&tls, config.connect_timeout, config.siem_timeout)?;
     let ledger = Ledger::open(state.path())?;
@@ -150,8 +170,8 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
     let (work_tx, work_rx) = mpsc::channel::<WorkerMsg>(CHANNEL_CAPACITY);
     let worker = Worker {
         agent_id: enrollment.agent_id,
-        keys: Arc::clone(&keys),
-        pinned: vec![pinned],
+        identity: Arc::clone(&identity),
+        keyring: Arc::clone(&keyring),
         ledger: Arc::new(Mutex::new(ledger)),
         policy,
         http: http.clone(),
@@ -178,10 +198,11 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
     ));
 
     let ctx = Ctx {
-        server_key: pinned,
         agent_id: enrollment.agent_id,
-        keys,
-        key_id: enrollment.key_id,
+        state: state.clone(),
+        keyring: Arc::clone(&keyring),
+        identity,
+        hello_with_pending: AtomicBool::new(false),
         server,
         tls,
         proxy: config.proxy.clone(),
@@ -189,6 +210,18 @@ pub async fn run_agent(config: AgentConfig, shutdown: CancellationToken) -> anyh
         max_frame_bytes: config.max_frame_bytes,
         health: Arc::clone(&health),
         health_settings: settings_tx,
+        witness: Mutex::new(Witness::open(
+            state.path(),
+            {
+                let ring = Arc::clone(&keyring);
+                Box::new(move || {
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    lock(&ring).valid_keys(now)
+                })
+            },
+            enrollment.tenant_id,
+            Arc::clone(&counters),
+        )?),
     };
     tracing::info!(
         agent_id = %ctx.agent_id,
@@ -257,6 +290,14 @@ async fn session(
     work_tx: &mpsc::Sender<WorkerMsg>,
     shutdown: &CancellationToken,
 ) -> (Ended, Duration) {
+    // Keys are re-read at every connect: `picket-agent rotate-keys` may have
+    // written a pending rotation while this process runs.
+    match Identity::load(&ctx.state) {
+        Ok(id) => *lock(&ctx.identity) = id,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot re-read the agent keys; using the ones in memory")
+        }
+    }
     let connecting = async {
         let mut ws = net::connect_ws(
             &ctx.server,
@@ -273,10 +314,16 @@ async fn session(
         () = shutdown.cancelled() => return (Ended::Shutdown, Duration::ZERO),
         r = tokio::time::timeout(ctx.connect_timeout, connecting) => r,
     };
-    let (mut ws, welcome, nonce) = match attempt {
-        Ok(Ok((ws, Handshake::Welcome(w, n)))) => (ws, w, n),
+    let (mut ws, welcome, sess) = match attempt {
+        Ok(Ok((ws, Handshake::Welcome(b)))) => {
+            let (w, sess) = *b;
+            (ws, w, sess)
+        }
         Ok(Ok((_, Handshake::Ended(e)))) => return (e, Duration::ZERO),
         Ok(Err(e)) => {
+            if let Some(r) = e.downcast_ref::<IdentityRefused>() {
+                switch_hello_identity(ctx, r);
+            }
             tracing::warn!(error = %format!("{e:#}"), "cannot connect to the server");
             return (Ended::Reconnect(SessionEnd::Failed), Duration::ZERO);
         }
@@ -327,7 +374,14 @@ async fn session(
         tracing::warn!(error = %format!("{e:#}"), "cannot send to the server");
         return (Ended::Reconnect(SessionEnd::Failed), up.elapsed());
     }
+    // A rotation left pending (written by the CLI, or interrupted): prove it now.
+    if let Err(e) = send_pending_rotation(ctx, &mut ws, &sess, false).await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot send to the server");
+        return (Ended::Reconnect(SessionEnd::Failed), up.elapsed());
+    }
     let mut last_frame = Instant::now();
+    let mut rotation_check = tokio::time::interval(ROTATION_CHECK);
+    rotation_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let ended = loop {
         tokio::select! {
@@ -353,7 +407,7 @@ async fn session(
                     }
                     Some(Ok(Message::Text(text))) => match decode_server_msg(&text, max_frame) {
                         Ok(msg) => {
-                            if let Some(end) = on_message(ctx, &mut ws, work_tx, &nonce, msg).await {
+                            if let Some(end) = on_message(ctx, &mut ws, work_tx, &sess, msg).await {
                                 break end;
                             }
                         }
@@ -388,21 +442,169 @@ async fn session(
                     break Ended::Reconnect(SessionEnd::Failed);
                 }
             }
+            _ = rotation_check.tick() => {
+                if let Err(e) = pick_up_cli_rotation(ctx, &mut ws, &sess).await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot send to the server");
+                    break Ended::Reconnect(SessionEnd::Failed);
+                }
+            }
         }
     };
     (ended, up.elapsed())
 }
 
-/// Whether a revocation is signed by the pinned server key for this session.
-/// Anything else (a forgery by a TLS-inspecting proxy, a replay from another
-/// session) must not stop the agent for good.
-fn revocation_is_authentic(ctx: &Ctx, nonce: &[u8; 32], proof: &[u8; 64]) -> bool {
-    let bytes = picket_proto::revocation_signing_bytes(nonce, &ctx.agent_id);
-    let ok = picket_shared::verify_signature(ctx.server_key.as_bytes(), &bytes, proof).is_ok();
+/// How often a connected agent looks for a rotation written by `picket-agent rotate-keys`.
+const ROTATION_CHECK: Duration = Duration::from_secs(2);
+
+/// What a session knows about the handshake that opened it.
+struct SessionKeys {
+    /// This session's challenge nonce: revocations and key confirmations are bound to it.
+    nonce: [u8; 32],
+    /// The server key named by the challenge (trusted): they must verify under it.
+    server_key: VerifyingKey,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The server refused the identity the agent said `Hello` with (close 1008
+/// during the handshake), with its reason.
+#[derive(Debug, thiserror::Error)]
+#[error("the server refused this agent's identity: {0}")]
+struct IdentityRefused(String);
+
+/// After the server refused an identity while a rotation is pending, the
+/// next attempt uses the other one (see `identity.rs`).
+fn switch_hello_identity(ctx: &Ctx, refusal: &IdentityRefused) {
+    if lock(&ctx.identity).pending.is_none() {
+        return;
+    }
+    let was = ctx.hello_with_pending.load(Ordering::Relaxed);
+    let superseded = refusal.0.contains("superseded");
+    let next = if superseded { true } else { !was };
+    if next != was {
+        tracing::warn!(
+            reason = %refusal.0,
+            "the server refused the {} identity while a key rotation is pending; trying the {} one",
+            if was { "pending" } else { "current" },
+            if next { "pending" } else { "current" },
+        );
+    }
+    ctx.hello_with_pending.store(next, Ordering::Relaxed);
+}
+
+/// Whether a revocation is signed by this session's (trusted) server key for
+/// this session. Anything else (a forgery by a TLS-inspecting proxy, a replay
+/// from another session) must not stop the agent for good.
+fn revocation_is_authentic(ctx: &Ctx, sess: &SessionKeys, proof: &[u8; 64]) -> bool {
+    let bytes = picket_proto::revocation_signing_bytes(&sess.nonce, &ctx.agent_id);
+    let ok = picket_shared::verify_signature(sess.server_key.as_bytes(), &bytes, proof).is_ok();
     if !ok {
         tracing::error!("refusing a revocation that does not verify under the pinned server key");
     }
     ok
+}
+
+/// Sends `RotateKeys` for the pending keys, if any (or generates them first
+/// when `create` is set: an admin asked for a rotation).
+async fn send_pending_rotation(
+    ctx: &Ctx,
+    ws: &mut Ws,
+    sess: &SessionKeys,
+    create: bool,
+) -> anyhow::Result<()> {
+    let has_pending = lock(&ctx.identity).pending.is_some();
+    if !has_pending {
+        if !create {
+            return Ok(());
+        }
+        let dir = ctx.state.path().to_owned();
+        let new = tokio::task::spawn_blocking(move || identity::begin(&dir))
+            .await
+            .context("key generation task failed")??;
+        tracing::info!(ed25519_public = %hex::encode(new.ed25519_public()), "the server asked for a key rotation; new keys written");
+        lock(&ctx.identity).pending = Some(new);
+    }
+    let msg = {
+        let id = lock(&ctx.identity);
+        let Some(new) = id.pending.as_ref() else {
+            return Ok(());
+        };
+        let (x, ed) = (new.x25519_public(), new.ed25519_public());
+        let bytes = RotateKeys::signing_bytes(&sess.nonce, &ctx.agent_id, &x, &ed);
+        AgentMsg::RotateKeys(RotateKeys {
+            x25519_public: B64(x),
+            ed25519_public: B64(ed),
+            old_sig: B64(id.current.sign(&bytes)),
+            new_sig: B64(new.sign(&bytes)),
+        })
+    };
+    tracing::info!("sending new keys to the server (key rotation)");
+    send(ws, &msg, usize::MAX).await
+}
+
+/// A rotation written by the CLI while connected: noticed by the file.
+async fn pick_up_cli_rotation(ctx: &Ctx, ws: &mut Ws, sess: &SessionKeys) -> anyhow::Result<()> {
+    if lock(&ctx.identity).pending.is_some() || !identity::is_pending(ctx.state.path()) {
+        return Ok(());
+    }
+    match Identity::load(&ctx.state) {
+        Ok(id) => *lock(&ctx.identity) = id,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot read the pending key rotation");
+            return Ok(());
+        }
+    }
+    send_pending_rotation(ctx, ws, sess, false).await
+}
+
+/// The server confirmed new keys: check its signature, then promote them on disk.
+async fn on_keys_rotated(ctx: &Ctx, sess: &SessionKeys, k: &KeysRotated) {
+    let (x, ed) = (k.x25519_public.0, k.ed25519_public.0);
+    let bytes = KeysRotated::signing_bytes(&sess.nonce, &ctx.agent_id, &x, &ed);
+    if picket_shared::verify_signature(sess.server_key.as_bytes(), &bytes, &k.proof.0).is_err() {
+        tracing::error!(
+            "ignoring a key-rotation confirmation that does not verify under the server key"
+        );
+        return;
+    }
+    let (old, new) = {
+        let id = lock(&ctx.identity);
+        match &id.pending {
+            Some(p) if p.x25519_public() == x && p.ed25519_public() == ed => (
+                AgentKeys::from_bytes(
+                    &id.current.x25519_secret_bytes(),
+                    &id.current.ed25519_seed(),
+                ),
+                AgentKeys::from_bytes(&p.x25519_secret_bytes(), &p.ed25519_seed()),
+            ),
+            _ => {
+                tracing::warn!(
+                    "ignoring a key-rotation confirmation for keys that are not pending"
+                );
+                return;
+            }
+        }
+    };
+    let dir = ctx.state.path().to_owned();
+    let promoted = tokio::task::spawn_blocking(move || identity::promote(&dir, &old, &new)).await;
+    match promoted {
+        Ok(Ok(())) => {
+            match Identity::load(&ctx.state) {
+                Ok(id) => *lock(&ctx.identity) = id,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot re-read the rotated keys")
+                }
+            }
+            ctx.hello_with_pending.store(false, Ordering::Relaxed);
+            tracing::info!(ed25519_public = %hex::encode(ed), "key rotation complete: the server confirmed the new keys");
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot promote the new keys; the rotation completes at the next connection")
+        }
+        Err(e) => tracing::error!(error = %e, "key promotion task failed"),
+    }
 }
 
 /// Handles one decoded message. `Some` ends the session.
@@ -410,7 +612,7 @@ async fn on_message(
     ctx: &Ctx,
     ws: &mut Ws,
     work_tx: &mpsc::Sender<WorkerMsg>,
-    nonce: &[u8; 32],
+    sess: &SessionKeys,
     msg: ServerMsg,
 ) -> Option<Ended> {
     match msg {
@@ -436,12 +638,37 @@ async fn on_message(
             return Some(Ended::Reconnect(SessionEnd::RetryAfter(secs)));
         }
         ServerMsg::Revoked { proof } => {
-            if !revocation_is_authentic(ctx, nonce, &proof.0) {
+            if !revocation_is_authentic(ctx, sess, &proof.0) {
                 close(ws, CloseCode::Policy, "unauthenticated revocation").await;
                 return Some(Ended::Reconnect(SessionEnd::Failed));
             }
             close(ws, CloseCode::Normal, "revoked").await;
             return Some(Ended::Revoked);
+        }
+        ServerMsg::RequestKeyRotation => {
+            if let Err(e) = send_pending_rotation(ctx, ws, sess, true).await {
+                tracing::warn!(error = %format!("{e:#}"), "cannot start the requested key rotation");
+                return Some(Ended::Reconnect(SessionEnd::Failed));
+            }
+        }
+        ServerMsg::KeysRotated(k) => on_keys_rotated(ctx, sess, &k).await,
+        ServerMsg::AuditCheckpoint(c) => {
+            let request = ctx
+                .witness
+                .lock()
+                .ok()
+                .and_then(|mut w| w.on_checkpoint(&c.note));
+            if let Some(req) = request
+                && let Err(e) = send(ws, &req, usize::MAX).await
+            {
+                tracing::warn!(error = %format!("{e:#}"), "cannot ask for an audit consistency proof");
+                return Some(Ended::Reconnect(SessionEnd::Failed));
+            }
+        }
+        ServerMsg::AuditConsistency(c) => {
+            if let Ok(mut w) = ctx.witness.lock() {
+                w.on_consistency(&c);
+            }
         }
         ServerMsg::Challenge(_) | ServerMsg::Welcome(_) => {
             tracing::warn!("unexpected handshake message mid-session; closing");
@@ -455,12 +682,18 @@ async fn on_message(
 }
 
 enum Handshake {
-    /// Welcomed; with the session's challenge nonce (revocations are bound to it).
-    Welcome(picket_proto::Welcome, [u8; 32]),
+    /// Welcomed; with what the session needs of the handshake.
+    Welcome(Box<(picket_proto::Welcome, SessionKeys)>),
     Ended(Ended),
 }
 
 /// Challenge → Hello → Welcome (or RetryAfter / Revoked).
+///
+/// The challenge names the server's current signing key and carries its key
+/// chain. A key the agent does not pin yet (the server rotated while the
+/// agent was away) is accepted only if the chain leads to it from a pinned
+/// key; otherwise the agent closes (1008) without answering and logs a
+/// possible interception.
 async fn handshake(ctx: &Ctx, ws: &mut Ws) -> anyhow::Result<Handshake> {
     let challenge = match next_msg(ws, ctx.max_frame_bytes).await? {
         ServerMsg::Challenge(c) => c,
@@ -481,31 +714,72 @@ async fn handshake(ctx: &Ctx, ws: &mut Ws) -> anyhow::Result<Handshake> {
             bail!("the server did not start with a challenge");
         }
     };
-    if challenge.server_key != ctx.key_id {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (server_key, retired, rotated) = {
+        let mut ring = lock(&ctx.keyring);
+        let was_valid = ring.is_valid(&challenge.server_key, now);
+        if ring.walk(&challenge.key_chain)
+            && let Err(e) = ring.save(ctx.state.path())
+        {
+            tracing::error!(error = %format!("{e:#}"), "cannot persist the server's new signing key");
+        }
+        (
+            ring.valid_key(&challenge.server_key, now),
+            ring.knows(&challenge.server_key),
+            !was_valid,
+        )
+    };
+    let Some(server_key) = server_key else {
+        if retired {
+            tracing::error!(presented = %challenge.server_key, "the server presented a signing key whose overlap window has closed; refusing");
+            close(ws, CloseCode::Policy, "server key is retired").await;
+            bail!("server signing key is retired");
+        }
         tracing::error!(
-            pinned = %ctx.key_id,
             presented = %challenge.server_key,
-            "the server presented a signing key that is not the pinned one: possible interception; refusing"
+            "the server presented a signing key that is not pinned and not endorsed by a pinned key: possible interception; refusing"
         );
         close(ws, CloseCode::Policy, "server key is not the pinned key").await;
         bail!("server signing key mismatch");
+    };
+    if rotated {
+        tracing::info!(key_id = %challenge.server_key, "now using the server's rotated signing key");
     }
-    let signature = ctx.keys.sign(&Hello::signing_bytes(
-        &challenge.nonce.0,
-        &ctx.agent_id,
-        &challenge.server_key,
-    ));
+    let with_pending = ctx.hello_with_pending.load(Ordering::Relaxed);
+    let signature = {
+        let id = lock(&ctx.identity);
+        let bytes = Hello::signing_bytes(&challenge.nonce.0, &ctx.agent_id, &challenge.server_key);
+        match (&id.pending, with_pending) {
+            (Some(p), true) => p.sign(&bytes),
+            _ => id.current.sign(&bytes),
+        }
+    };
     let hello = AgentMsg::Hello(Hello {
         agent_id: ctx.agent_id,
         version: crate::enroll::agent_version()?,
-        capabilities: vec![SiemKind::Splunk],
+        capabilities: vec![SiemKind::Splunk, SiemKind::Sentinel, SiemKind::Elastic],
         signature: B64(signature),
     });
     send(ws, &hello, ctx.max_frame_bytes).await?;
-    match next_msg(ws, ctx.max_frame_bytes).await? {
-        ServerMsg::Welcome(w) if w.agent_id == ctx.agent_id => {
-            Ok(Handshake::Welcome(w, challenge.nonce.0))
+    let answer = match next_msg(ws, ctx.max_frame_bytes).await {
+        Ok(m) => m,
+        Err(e) => {
+            // A refusal of our identity comes as a close frame with a reason.
+            let text = format!("{e:#}");
+            if text.contains("superseded") || text.contains("bad signature") {
+                return Err(anyhow::Error::new(IdentityRefused(text)));
+            }
+            return Err(e);
         }
+    };
+    match answer {
+        ServerMsg::Welcome(w) if w.agent_id == ctx.agent_id => Ok(Handshake::Welcome(Box::new((
+            w,
+            SessionKeys {
+                nonce: challenge.nonce.0,
+                server_key,
+            },
+        )))),
         ServerMsg::Welcome(_) => {
             close(ws, CloseCode::Policy, "welcome for another agent").await;
             bail!("the server welcomed another agent id");
@@ -517,7 +791,11 @@ async fn handshake(ctx: &Ctx, ws: &mut Ws) -> anyhow::Result<Handshake> {
             ))))
         }
         ServerMsg::Revoked { proof } => {
-            if !revocation_is_authentic(ctx, &challenge.nonce.0, &proof.0) {
+            let sess = SessionKeys {
+                nonce: challenge.nonce.0,
+                server_key,
+            };
+            if !revocation_is_authentic(ctx, &sess, &proof.0) {
                 close(ws, CloseCode::Policy, "unauthenticated revocation").await;
                 bail!("the server's revocation does not verify under the pinned key");
             }

@@ -216,6 +216,15 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn read_key(path: &Path) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+    read_secret::<32>(path)
+}
+
+/// Reads a secret file of exactly `N` bytes, refusing one that group or
+/// others can access.
+///
+/// # Errors
+/// If the file is missing, has the wrong size or too open a mode.
+pub(crate) fn read_secret<const N: usize>(path: &Path) -> anyhow::Result<Zeroizing<[u8; N]>> {
     let mut f = File::open(path).with_context(|| {
         format!(
             "cannot open key file {} (is the agent enrolled?)",
@@ -237,14 +246,14 @@ fn read_key(path: &Path) -> anyhow::Result<Zeroizing<[u8; 32]>> {
             );
         }
     }
-    if meta.len() != 32 {
+    if meta.len() != N as u64 {
         bail!(
-            "key file {} must hold exactly 32 bytes (it holds {})",
+            "key file {} must hold exactly {N} bytes (it holds {})",
             path.display(),
             meta.len()
         );
     }
-    let mut buf = Zeroizing::new([0u8; 32]);
+    let mut buf = Zeroizing::new([0u8; N]);
     f.read_exact(buf.as_mut_slice())
         .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(buf)

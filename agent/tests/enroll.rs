@@ -75,6 +75,8 @@ fn response(key: &ServerSigningKey, key_id_from: &ServerSigningKey) -> EnrollRes
         tenant_id: Uuid::now_v7(),
         server_signing_key: B64(key.verifying_key().to_bytes()),
         key_id: key_id_from.fingerprint(),
+        key_chain: Vec::new(),
+        chain_root: None,
     }
 }
 

@@ -162,6 +162,7 @@ impl TestApp {
             &ServerMsg::Challenge(Challenge {
                 nonce: B64(nonce),
                 server_key,
+                key_chain: Vec::new(),
             }),
         )
         .await;
@@ -236,6 +237,8 @@ impl TestApp {
                     app: "search".into(),
                     owner: "nobody".into(),
                     token: Credential::new("test-token-never-logged".into()),
+                    login: None,
+                    hec: None,
                 }),
             },
             action: JobAction::CheckConnection,
@@ -367,6 +370,8 @@ async fn tampered_foreign_and_expired_jobs_are_refused() {
                     app: "search".into(),
                     owner: "nobody".into(),
                     token: Credential::new("t".into()),
+                    login: None,
+                    hec: None,
                 }),
             },
             action: JobAction::CheckConnection,
@@ -464,6 +469,7 @@ async fn revoked_agent_stops_for_good() {
             &ServerMsg::Challenge(Challenge {
                 nonce: B64(nonce),
                 server_key,
+                key_chain: Vec::new(),
             }),
         )
         .await;
@@ -517,6 +523,7 @@ async fn unpinned_server_key_is_refused() {
         &ServerMsg::Challenge(Challenge {
             nonce: B64([9; 32]),
             server_key: imposter.fingerprint(),
+            key_chain: Vec::new(),
         }),
     )
     .await;
@@ -637,6 +644,15 @@ async fn next_health(ws: &mut Ws, within: Duration) -> Option<picket_proto::Heal
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .try_into()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn health_reports_made_while_offline_are_sent_in_order_after_reconnect() {
     let app = TestApp::start().await;
@@ -651,11 +667,23 @@ async fn health_reports_made_while_offline_are_sent_in_order_after_reconnect() {
         drop(tcp);
     }
     // Back online with a long interval: whatever arrives now was buffered.
+    let reconnected_at = unix_now();
     let mut ws = app.accept_with(3600, vec![]).await;
     let mut buffered = Vec::new();
+    let mut taken = Vec::new();
     while let Some(h) = next_health(&mut ws, Duration::from_secs(2)).await {
         buffered.push(h.uptime_secs);
+        taken.push(h.taken_at);
     }
+    // Each buffered report keeps the time its figures were taken, not the
+    // time it was finally sent: the oldest predates the reconnection.
+    assert!(
+        taken.windows(2).all(|w| w[0] <= w[1])
+            && taken[0] >= first.taken_at
+            && taken[0] < reconnected_at,
+        "taken_at: first {} then {taken:?}, reconnected at {reconnected_at}",
+        first.taken_at
+    );
     assert!(
         buffered.len() >= 2,
         "reports made offline were sent on reconnect: {buffered:?}"
@@ -664,6 +692,148 @@ async fn health_reports_made_while_offline_are_sent_in_order_after_reconnect() {
         buffered.windows(2).all(|w| w[0] <= w[1]) && buffered[0] > first.uptime_secs,
         "oldest first, all after the last one sent: first {} then {buffered:?}",
         first.uptime_secs
+    );
+    app.stop().await.unwrap();
+}
+
+/// A signed checkpoint note of `leaves` for this agent's tenant log.
+fn audit_note(app: &TestApp, leaves: &[[u8; 32]], key: &ServerSigningKey) -> String {
+    picket_shared::checkpoint::sign_checkpoint(
+        &picket_shared::checkpoint::Checkpoint {
+            origin: picket_proto::audit::audit_origin(&app.tenant_id),
+            size: leaves.len() as u64,
+            root: picket_shared::merkle::root(leaves),
+        },
+        picket_proto::audit::AUDIT_KEY_NAME,
+        key,
+    )
+    .unwrap()
+}
+
+fn leaves(prefix: &str, n: usize) -> Vec<[u8; 32]> {
+    (0..n)
+        .map(|i| picket_shared::merkle::leaf_hash(format!("{prefix}{i}").as_bytes()))
+        .collect()
+}
+
+fn consistency(all: &[[u8; 32]], from: u64) -> ServerMsg {
+    ServerMsg::AuditConsistency(picket_proto::AuditConsistency {
+        from,
+        to: all.len() as u64,
+        proof: picket_shared::merkle::consistency_proof(all, from)
+            .unwrap()
+            .into_iter()
+            .map(B64)
+            .collect(),
+    })
+}
+
+fn accepted_size(app: &TestApp) -> Option<u64> {
+    let text = std::fs::read_to_string(app.state_dir.join("audit-witness.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["size"].as_u64()
+}
+
+/// The agent checks every audit checkpoint the server pushes: an honest
+/// extension is accepted after a valid consistency proof; a forked history
+/// (events rewritten under a re-signed checkpoint), a rollback and a
+/// checkpoint signed by another key are refused, journaled, and reported as
+/// the health report's audit alarm.
+#[tokio::test]
+async fn forked_audit_history_raises_the_alarm() {
+    let app = TestApp::start().await;
+    let mut ws = app.accept_with(5, vec![]).await;
+    let honest = leaves("event-", 7);
+
+    // First checkpoint: accepted on its signature (trust on first use).
+    let note4 = audit_note(&app, &honest[..4], &app.signing);
+    send(
+        &mut ws,
+        &ServerMsg::AuditCheckpoint(picket_proto::AuditCheckpoint {
+            note: note4.clone(),
+        }),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while accepted_size(&app) != Some(4) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "first checkpoint accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An honest extension: the agent asks for the proof and accepts.
+    let note7 = audit_note(&app, &honest, &app.signing);
+    send(
+        &mut ws,
+        &ServerMsg::AuditCheckpoint(picket_proto::AuditCheckpoint { note: note7 }),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        AgentMsg::AuditConsistencyRequest { from: 4, to: 7 }
+    );
+    send(&mut ws, &consistency(&honest, 4)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while accepted_size(&app) != Some(7) {
+        assert!(tokio::time::Instant::now() < deadline, "extension accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A forked history: event #3 rewritten, more appended, re-signed with
+    // the real key. The proof the server can offer does not link the trees.
+    let mut forked = honest[..3].to_vec();
+    forked.extend(leaves("rewritten-", 6));
+    let note9 = audit_note(&app, &forked, &app.signing);
+    send(
+        &mut ws,
+        &ServerMsg::AuditCheckpoint(picket_proto::AuditCheckpoint { note: note9 }),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        AgentMsg::AuditConsistencyRequest { from: 7, to: 9 }
+    );
+    send(&mut ws, &consistency(&forked, 7)).await;
+
+    // A rollback and a checkpoint signed by another key are refused too.
+    send(
+        &mut ws,
+        &ServerMsg::AuditCheckpoint(picket_proto::AuditCheckpoint { note: note4 }),
+    )
+    .await;
+    let stranger = ServerSigningKey::generate().unwrap();
+    let unsigned = audit_note(&app, &leaves("x", 12), &stranger);
+    send(
+        &mut ws,
+        &ServerMsg::AuditCheckpoint(picket_proto::AuditCheckpoint { note: unsigned }),
+    )
+    .await;
+
+    // The health report carries the alarm (the first one raised).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let h = next_health(&mut ws, left)
+            .await
+            .expect("health reports keep coming");
+        if h.audit_alarm.is_some() {
+            assert_eq!(h.audit_alarm, Some(picket_proto::AuditAlarm::Inconsistent));
+            break;
+        }
+    }
+    // The forked checkpoint was not accepted.
+    assert_eq!(accepted_size(&app), Some(7));
+    // Each refusal is in the customer's journal.
+    let (entries, _) = picket_agent::journal::Journal::read_last(&app.state_dir, 100).unwrap();
+    let alarms: Vec<_> = entries.iter().filter_map(|e| e.audit_alarm).collect();
+    assert_eq!(
+        alarms,
+        vec![
+            picket_proto::AuditAlarm::Inconsistent,
+            picket_proto::AuditAlarm::Rollback,
+            picket_proto::AuditAlarm::BadSignature
+        ]
     );
     app.stop().await.unwrap();
 }

@@ -43,6 +43,8 @@ fn target(base_url: &str, token: &str) -> SiemTarget {
             app: "search".into(),
             owner: "nobody".into(),
             token: Credential::new(token.into()),
+            login: None,
+            hec: None,
         }),
     }
 }
@@ -441,4 +443,216 @@ async fn probe_reports_unreachable_and_timeout() {
     let slow = siem::probe(&info(&sim.base_url()), &client).await;
     assert!(!slow.reachable);
     assert_eq!(slow.error_class, Some(ErrorClass::Timeout));
+}
+
+// ---- The rest of the connector interface: session keys, HEC, oneshot, health ----
+
+const HEC_TOKEN: &str = "hec-token-0123";
+const TEST_INDEX: &str = "picket_test_idx";
+
+async fn full_sim() -> SplunkSimHandle {
+    SplunkSim::builder()
+        .token(TOKEN)
+        .user("picket-svc", "s3cret-pass")
+        .hec_token(HEC_TOKEN)
+        .start()
+        .await
+        .expect("start the simulator")
+}
+
+fn full_connector(sim: &SplunkSimHandle, login: Option<(&str, &str)>) -> Connector {
+    let mut t = target(&sim.base_url(), TOKEN);
+    if let SiemSettings::Splunk(s) = &mut t.settings {
+        s.login = login.map(|(u, p)| picket_proto::SplunkLogin {
+            username: u.into(),
+            password: Credential::new(p.into()),
+        });
+        s.hec = Some(picket_proto::SplunkHec {
+            url: sim.base_url(),
+            token: Credential::new(HEC_TOKEN.into()),
+            test_index: TEST_INDEX.into(),
+        });
+    }
+    Connector::new(&t, http(Duration::from_secs(10)))
+}
+
+#[tokio::test]
+async fn session_key_auth_logs_in_and_logs_in_again_when_the_session_expires() {
+    let sim = full_sim().await;
+    let c = full_connector(&sim, Some(("picket-svc", "s3cret-pass")));
+    let id = Uuid::now_v7();
+    c.deploy(&rule(id, 1))
+        .await
+        .expect("deploy with a session key");
+    sim.expire_sessions();
+    c.set_enabled(&id, false)
+        .await
+        .expect("re-login after the session expired");
+    assert_eq!(
+        sim.saved_search(&managed_rule_name(&id)).unwrap().content["disabled"],
+        "1"
+    );
+    let wrong = full_connector(&sim, Some(("picket-svc", "wrong")));
+    assert_eq!(wrong.check_connection().await, Err(ErrorClass::AuthFailed));
+}
+
+#[tokio::test]
+async fn enable_hash_drift_and_listing_cover_only_managed_searches() {
+    let sim = full_sim().await;
+    let c = full_connector(&sim, None);
+    let id = Uuid::now_v7();
+    let hash = c.deploy(&rule(id, 1)).await.expect("deploy");
+    assert_eq!(
+        c.content_hash(&id).await,
+        Ok(hash),
+        "read back equals deployed"
+    );
+    c.set_enabled(&id, false).await.expect("disable");
+    assert_ne!(
+        c.content_hash(&id).await,
+        Ok(hash),
+        "disabled in Splunk = drift"
+    );
+    c.set_enabled(&id, true).await.expect("enable");
+    assert_eq!(c.content_hash(&id).await, Ok(hash));
+    let name = managed_rule_name(&id);
+    let mut edited = sim.saved_search(&name).unwrap();
+    edited
+        .content
+        .insert("search".into(), "index=* | head 1".into());
+    sim.insert_saved_search(edited);
+    assert_ne!(
+        c.content_hash(&id).await,
+        Ok(hash),
+        "an edited search = drift"
+    );
+    sim.insert_saved_search(SavedSearch {
+        name: "customer search".into(),
+        app: "search".into(),
+        owner: "nobody".into(),
+        content: BTreeMap::from([("search".into(), "index=main".into())]),
+    });
+    let mut ids = vec![id];
+    for _ in 0..120 {
+        let more = Uuid::now_v7();
+        c.deploy(&rule(more, 1)).await.expect("deploy");
+        ids.push(more);
+    }
+    let mut listed = c.list_managed().await.expect("list over two pages");
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+}
+
+fn test_event(secs_ago: i64, user: &str) -> siem::TestEvent {
+    siem::TestEvent {
+        time: time::OffsetDateTime::now_utc().unix_timestamp() - secs_ago,
+        fields: BTreeMap::from([
+            ("EventCode".into(), "4625".into()),
+            ("user".into(), user.into()),
+        ]),
+    }
+}
+
+#[tokio::test]
+async fn hec_test_events_are_counted_by_oneshot_within_the_window() {
+    let sim = full_sim().await;
+    let c = full_connector(&sim, None);
+    let sent = c
+        .inject_test_events(&[
+            test_event(30, "alice"),
+            test_event(20, "alice"),
+            test_event(10, "bob"),
+        ])
+        .await
+        .expect("HEC");
+    assert_eq!(sent, 3);
+    let events = sim.events();
+    assert!(
+        events
+            .iter()
+            .all(|e| e.fields["source"] == "picket_test" && e.fields["index"] == TEST_INDEX)
+    );
+    // A real event in the same index is not a test event.
+    let mut real = test_event(5, "alice");
+    real.fields.insert("index".into(), TEST_INDEX.into());
+    sim.insert_events(vec![picket_siem_sim::splunk::StoredEvent {
+        time: real.time,
+        fields: real.fields,
+    }]);
+    let window = siem::TimeWindow::last(3600);
+    assert_eq!(
+        c.count_test_matches("EventCode=4625 user=alice", window)
+            .await,
+        Ok(2)
+    );
+    assert_eq!(c.count_test_matches("user=carol", window).await, Ok(0));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let earlier = siem::TimeWindow {
+        from: now - 7200,
+        to: now - 3600,
+    };
+    assert_eq!(c.count_test_matches("user=alice", earlier).await, Ok(0));
+    assert_eq!(
+        c.count_test_matches("| bogus", window).await,
+        Err(ErrorClass::QueryInvalid)
+    );
+
+    // Splunk's 200-with-error is an error.
+    sim.set_search_error(true);
+    assert_eq!(
+        c.count_test_matches("user=alice", window).await,
+        Err(ErrorClass::SiemError)
+    );
+    sim.set_search_error(false);
+
+    // A wrong HEC token is auth_failed.
+    let mut t = target(&sim.base_url(), TOKEN);
+    if let SiemSettings::Splunk(s) = &mut t.settings {
+        s.hec = Some(picket_proto::SplunkHec {
+            url: sim.base_url(),
+            token: Credential::new("wrong".into()),
+            test_index: TEST_INDEX.into(),
+        });
+    }
+    let wrong = Connector::new(&t, http(Duration::from_secs(5)));
+    assert_eq!(
+        wrong.inject_test_events(&[test_event(1, "x")]).await,
+        Err(ErrorClass::AuthFailed)
+    );
+    // Without HEC settings there is nowhere to send test events.
+    assert_eq!(
+        connector(&sim.base_url(), TOKEN)
+            .inject_test_events(&[test_event(1, "x")])
+            .await,
+        Err(ErrorClass::MalformedJob)
+    );
+}
+
+#[tokio::test]
+async fn health_reduces_scheduler_records_to_counts() {
+    use picket_siem_sim::splunk::ScriptedRun;
+    let sim = full_sim().await;
+    let c = full_connector(&sim, None);
+    let id = Uuid::now_v7();
+    c.deploy(&rule(id, 1)).await.expect("deploy");
+    let mut last = ScriptedRun::success(60, 5, 1);
+    last.duration_ms = 2340;
+    sim.script_runs(
+        &managed_rule_name(&id),
+        vec![
+            ScriptedRun::success(900, 0, 0),
+            ScriptedRun::skipped(600),
+            ScriptedRun::failure(300),
+            last,
+        ],
+    );
+    let h = c
+        .rule_health(&id, siem::TimeWindow::last(24 * 3600))
+        .await
+        .expect("health");
+    assert_eq!((h.runs_succeeded, h.runs_skipped, h.runs_failed), (2, 1, 1));
+    assert_eq!((h.results_total, h.alerts_fired), (Some(5), Some(1)));
+    assert_eq!(h.last_run_duration_ms, Some(2340));
+    assert!(h.last_run_at.is_some());
 }

@@ -60,8 +60,17 @@ pub struct EnrollResponse {
     pub tenant_id: Uuid,
     /// The server's Ed25519 job-signing public key.
     pub server_signing_key: B64<32>,
-    /// Its fingerprint (must equal the token's).
+    /// Its fingerprint (must equal the token's, unless `key_chain` leads
+    /// from the token's key to it).
     pub key_id: KeyFingerprint,
+    /// After signing-key rotations: the chain of endorsements from
+    /// `chain_root` to `server_signing_key`, oldest first, so a token issued
+    /// before a rotation (pinning an older key) still proves the current key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_chain: Vec<crate::rotation::KeyLink>,
+    /// The public key that endorses the first link of `key_chain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_root: Option<B64<32>>,
 }
 
 /// An enrollment token: `pkt1.<secret, base64url>.<signing key fingerprint, hex>`.

@@ -11,6 +11,11 @@ pub const MAX_SIEM_ENTRIES: usize = 64;
 /// A periodic report from the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
+    /// Unix seconds when the agent took these figures. A report buffered
+    /// while the agent was offline keeps the time it describes, not the time
+    /// it was finally sent; the server refuses values outside a bounded skew
+    /// (see `HealthReport::check_taken_at`).
+    pub taken_at: i64,
     /// Seconds since the agent process started.
     pub uptime_secs: u64,
     /// Agent process CPU use over the last interval, percent of one core (0 to 100 × cores).
@@ -27,6 +32,10 @@ pub struct HealthReport {
     pub jobs_failed: u64,
     /// One entry per SIEM connection the agent serves.
     pub siem: Vec<SiemHealth>,
+    /// Set once the agent refused an audit checkpoint (docs/audit.md); stays
+    /// set until the agent's witness state is reset by its operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_alarm: Option<crate::AuditAlarm>,
 }
 
 /// Reachability of one SIEM connection, from the agent's last probe.
@@ -54,6 +63,12 @@ impl HealthReport {
                 reason: "expected a finite value from 0 to 100000",
             });
         }
+        if self.taken_at <= 0 {
+            return Err(ProtoError::InvalidField {
+                field: "taken_at",
+                reason: "expected positive Unix seconds",
+            });
+        }
         if self.host_mem_used_bytes > self.host_mem_total_bytes {
             return Err(ProtoError::InvalidField {
                 field: "host_mem_used_bytes",
@@ -68,4 +83,96 @@ impl HealthReport {
         }
         Ok(())
     }
+
+    /// Checks `taken_at` against the receiver's clock `now`: at most
+    /// `max_future_secs` ahead (clock skew) and at most `max_age_secs` old
+    /// (how long an agent may buffer reports offline).
+    ///
+    /// # Errors
+    /// [`ProtoError::InvalidField`] on `taken_at` saying which bound failed.
+    pub fn check_taken_at(
+        &self,
+        now: i64,
+        max_future_secs: i64,
+        max_age_secs: i64,
+    ) -> Result<(), ProtoError> {
+        if self.taken_at > now.saturating_add(max_future_secs) {
+            return Err(ProtoError::InvalidField {
+                field: "taken_at",
+                reason: "in the future beyond the allowed clock skew",
+            });
+        }
+        if self.taken_at < now.saturating_sub(max_age_secs) {
+            return Err(ProtoError::InvalidField {
+                field: "taken_at",
+                reason: "older than the server accepts",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(taken_at: i64) -> HealthReport {
+        HealthReport {
+            taken_at,
+            uptime_secs: 1,
+            cpu_percent: 0.5,
+            rss_bytes: 1,
+            host_mem_used_bytes: 1,
+            host_mem_total_bytes: 2,
+            jobs_succeeded: 0,
+            jobs_failed: 0,
+            siem: Vec::new(),
+            audit_alarm: None,
+        }
+    }
+
+    #[test]
+    fn taken_at_is_bounded_both_ways() {
+        let now = 1_800_000_000;
+        assert!(report(now).validate().is_ok());
+        assert!(report(0).validate().is_err());
+        assert!(report(now).check_taken_at(now, 300, 3600).is_ok());
+        assert!(report(now + 300).check_taken_at(now, 300, 3600).is_ok());
+        assert!(report(now - 3600).check_taken_at(now, 300, 3600).is_ok());
+        let future = report(now + 301)
+            .check_taken_at(now, 300, 3600)
+            .unwrap_err();
+        assert!(future.to_string().contains("future"), "{future}");
+        let old = report(now - 3601)
+            .check_taken_at(now, 300, 3600)
+            .unwrap_err();
+        assert!(old.to_string().contains("older"), "{old}");
+    }
+}
+
+/// Health of one managed rule on its SIEM, reduced to numbers: what a
+/// connector derives from the SIEM's own run records (Splunk scheduler
+/// records, Sentinel's `SentinelHealth` table, Elastic's execution summary).
+/// No field can carry a SIEM message; how each figure is derived per SIEM is
+/// in `docs/connectors.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RuleHealth {
+    /// Runs that completed successfully in the window.
+    pub runs_succeeded: u64,
+    /// Runs that failed in the window.
+    pub runs_failed: u64,
+    /// Runs the SIEM skipped or only partly completed in the window (Splunk
+    /// `skipped`, Sentinel `Partial success`, Elastic `partial failure`).
+    pub runs_skipped: u64,
+    /// Results (events or rows) the successful runs returned in the window,
+    /// where the SIEM reports it.
+    pub results_total: Option<u64>,
+    /// Alerts the rule generated in the window, where the SIEM reports it.
+    pub alerts_fired: Option<u64>,
+    /// Unix seconds of the last run the SIEM reports, if any.
+    pub last_run_at: Option<i64>,
+    /// Duration of the last run, milliseconds, where the SIEM reports it.
+    pub last_run_duration_ms: Option<u64>,
+    /// Time the last run left uncovered (Elastic's gap), milliseconds.
+    pub gap_ms: Option<u64>,
 }

@@ -144,6 +144,10 @@ pub struct SiemTarget {
 pub enum SiemKind {
     /// Splunk Enterprise / Cloud, REST API on the management port.
     Splunk,
+    /// Microsoft Sentinel: ARM `alertRules`, the Log Analytics query API.
+    Sentinel,
+    /// Elastic Security: the Kibana detection engine API and Elasticsearch.
+    Elastic,
 }
 
 impl SiemKind {
@@ -151,6 +155,18 @@ impl SiemKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SiemKind::Splunk => "splunk",
+            SiemKind::Sentinel => "sentinel",
+            SiemKind::Elastic => "elastic",
+        }
+    }
+
+    /// The kind named `name` (its [`Self::as_str`]), if any.
+    pub fn parse(name: &str) -> Option<SiemKind> {
+        match name {
+            "splunk" => Some(SiemKind::Splunk),
+            "sentinel" => Some(SiemKind::Sentinel),
+            "elastic" => Some(SiemKind::Elastic),
+            _ => None,
         }
     }
 }
@@ -162,6 +178,10 @@ impl SiemKind {
 pub enum SiemSettings {
     /// Splunk REST API.
     Splunk(SplunkSettings),
+    /// Microsoft Sentinel (Azure Resource Manager, Log Analytics).
+    Sentinel(SentinelSettings),
+    /// Elastic Security (Kibana detection engine, Elasticsearch).
+    Elastic(ElasticSettings),
 }
 
 impl SiemSettings {
@@ -169,6 +189,8 @@ impl SiemSettings {
     pub fn kind(&self) -> SiemKind {
         match self {
             SiemSettings::Splunk(_) => SiemKind::Splunk,
+            SiemSettings::Sentinel(_) => SiemKind::Sentinel,
+            SiemSettings::Elastic(_) => SiemKind::Elastic,
         }
     }
 }
@@ -183,8 +205,97 @@ pub struct SplunkSettings {
     pub app: String,
     /// Owner namespace, e.g. `nobody` for app-shared objects.
     pub owner: String,
-    /// Splunk authentication token, sent as `Authorization: Bearer`.
+    /// Splunk authentication token, sent as `Authorization: Bearer`. Unused
+    /// when [`Self::login`] is set.
     pub token: Credential,
+    /// Username and password for `/services/auth/login`, whose session key is
+    /// then sent as `Authorization: Splunk <key>` instead of the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<SplunkLogin>,
+    /// HTTP Event Collector for test events; without it, test events cannot
+    /// be injected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hec: Option<SplunkHec>,
+}
+
+/// A Splunk user for session-key authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplunkLogin {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: Credential,
+}
+
+/// Splunk's HTTP Event Collector, where test events go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplunkHec {
+    /// HEC base URL, e.g. `https://splunk.corp:8088`.
+    pub url: String,
+    /// HEC token, sent as `Authorization: Splunk <token>`.
+    pub token: Credential,
+    /// Index that receives test events (the HEC token must allow it).
+    pub test_index: String,
+}
+
+/// Microsoft Sentinel settings: the workspace, the Entra app registration
+/// whose client-credentials token the agent uses, and the endpoints (the
+/// public Azure cloud's unless overridden, e.g. for a sovereign cloud).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentinelSettings {
+    /// Azure subscription id.
+    pub subscription_id: String,
+    /// Resource group of the Log Analytics workspace.
+    pub resource_group: String,
+    /// Log Analytics workspace name (the ARM resource name).
+    pub workspace_name: String,
+    /// Log Analytics workspace id (a GUID), for the query API.
+    pub workspace_id: String,
+    /// Entra tenant (directory) id.
+    pub tenant_id: String,
+    /// Entra application (client) id.
+    pub client_id: String,
+    /// The application's client secret.
+    pub client_secret: Credential,
+    /// Azure Resource Manager, e.g. `https://management.azure.com`.
+    pub management_url: String,
+    /// Entra token authority, e.g. `https://login.microsoftonline.com`.
+    pub login_url: String,
+    /// Log Analytics query API, e.g. `https://api.loganalytics.io`.
+    pub log_analytics_url: String,
+    /// Logs Ingestion API target for test events; without it, test events
+    /// cannot be injected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingestion: Option<SentinelIngestion>,
+}
+
+/// The Azure Monitor Logs Ingestion target of test events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentinelIngestion {
+    /// Data collection endpoint URL.
+    pub endpoint: String,
+    /// Immutable id of the data collection rule (`dcr-...`).
+    pub dcr_immutable_id: String,
+    /// Stream name declared in the rule, e.g. `Custom-PicketTest_CL`.
+    pub stream: String,
+    /// The table the stream lands in, which count queries read, e.g. `PicketTest_CL`.
+    pub table: String,
+}
+
+/// Elastic Security settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElasticSettings {
+    /// Kibana URL, e.g. `https://kibana.corp:5601`.
+    pub kibana_url: String,
+    /// Elasticsearch URL (test events and counts), e.g. `https://es.corp:9200`.
+    pub elasticsearch_url: String,
+    /// Kibana space, when not the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+    /// API key (the base64 `id:api_key` form), sent as `Authorization: ApiKey`.
+    pub api_key: Credential,
+    /// Index (or data stream) that receives test events.
+    pub test_index: String,
 }
 
 /// A secret value inside a job spec. Zeroized on drop; its `Debug` never prints it.
@@ -330,6 +441,8 @@ mod tests {
             app: "search".into(),
             owner: "nobody".into(),
             token: c,
+            login: None,
+            hec: None,
         };
         assert!(!format!("{spec:?}").contains("s3cret"));
     }
@@ -345,6 +458,8 @@ mod tests {
                     app: "search".into(),
                     owner: "nobody".into(),
                     token: Credential::new("t".into()),
+                    login: None,
+                    hec: None,
                 }),
             },
             action: JobAction::CheckConnection,

@@ -9,17 +9,20 @@
 //! [`AgentMsg`] that could carry a SIEM log line or error text.
 //!
 //! # Layout
+//! - [`audit`]: agents as witnesses of the audit log: checkpoints, consistency proofs, alarms.
 //! - [`bytes`]: base64-encoded byte fields with fixed or bounded length.
 //! - [`job`]: the sealed job envelope, its signed header and the encrypted spec.
 //! - [`message`]: the WebSocket frames in both directions, with bounded decoding.
 //! - [`health`]: health reports (numbers only).
 //! - [`outcome`]: job outcomes and error classes.
 //! - [`enroll`]: the one-time enrollment exchange and the enrollment token format.
+//! - [`rotation`]: the server's signing-key chain and agent key rotation.
 //! - [`text`]: bounded, charset-restricted strings the agent is allowed to send.
 //! - [`error`]: the decoding error type.
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod bytes;
 pub mod enroll;
 pub mod error;
@@ -27,21 +30,25 @@ pub mod health;
 pub mod job;
 pub mod message;
 pub mod outcome;
+pub mod rotation;
 pub mod text;
 
+pub use audit::{AuditAlarm, AuditCheckpoint, AuditConsistency};
 pub use bytes::{B64, B64Vec, KeyFingerprint};
 pub use enroll::{EnrollRequest, EnrollResponse, EnrollmentToken};
 pub use error::ProtoError;
-pub use health::{HealthReport, SiemHealth};
+pub use health::{HealthReport, RuleHealth, SiemHealth};
 pub use job::{
-    Credential, JobAction, JobHeader, JobKind, JobSpec, RuleRef, RuleSpec, Schedule, SealedJob,
-    Severity, SiemKind, SiemSettings, SiemTarget, SplunkSettings, managed_rule_name,
+    Credential, ElasticSettings, JobAction, JobHeader, JobKind, JobSpec, RuleRef, RuleSpec,
+    Schedule, SealedJob, SentinelIngestion, SentinelSettings, Severity, SiemKind, SiemSettings,
+    SiemTarget, SplunkHec, SplunkLogin, SplunkSettings, managed_rule_name,
 };
 pub use message::{
     AgentMsg, Challenge, ConnectionInfo, Hello, JobResult, ServerMsg, Welcome, decode_agent_msg,
     decode_server_msg, encode, revocation_signing_bytes,
 };
 pub use outcome::{ErrorClass, Outcome};
+pub use rotation::{KeyLink, KeysRotated, RotateKeys};
 pub use text::{AgentVersion, Hostname};
 
 /// The protocol version carried in every frame as `v`. A peer that receives

@@ -12,6 +12,7 @@ use crate::bytes::{B64, KeyFingerprint};
 use crate::health::HealthReport;
 use crate::job::{SealedJob, SiemKind};
 use crate::outcome::{ErrorClass, Outcome};
+use crate::rotation::{KeyLink, KeysRotated, MAX_KEY_CHAIN, RotateKeys};
 use crate::text::AgentVersion;
 use crate::{PROTOCOL_VERSION, ProtoError};
 
@@ -52,6 +53,18 @@ pub enum ServerMsg {
         /// [`revocation_signing_bytes`] for this session's challenge nonce.
         proof: B64<64>,
     },
+    // --- key rotation (issue 3); see `crate::rotation` ---
+    /// An admin asked this agent to replace its key pairs: it answers
+    /// [`AgentMsg::RotateKeys`]. Unsigned: the worst a forger can cause is
+    /// a rotation the agent proves with its own keys anyway.
+    RequestKeyRotation,
+    /// The server stored the agent's new keys (signed; see [`KeysRotated`]).
+    KeysRotated(KeysRotated),
+    /// The latest signed checkpoint of the agent's tenant audit log (after
+    /// `Welcome` and whenever a new one is signed).
+    AuditCheckpoint(crate::AuditCheckpoint),
+    /// Answer to [`AgentMsg::AuditConsistencyRequest`].
+    AuditConsistency(crate::AuditConsistency),
 }
 
 /// `"picket-revoked-v1" ‖ nonce ‖ agent_id (16 bytes)`: what the server signs
@@ -70,8 +83,16 @@ pub fn revocation_signing_bytes(nonce: &[u8; 32], agent_id: &Uuid) -> Vec<u8> {
 pub struct Challenge {
     /// 32 random bytes, fresh per connection.
     pub nonce: B64<32>,
-    /// Fingerprint of the server's current job-signing key (the agent must have it pinned).
+    /// Fingerprint of the server's current job-signing key (the agent must
+    /// have it pinned, or reach it through `key_chain`).
     pub server_key: KeyFingerprint,
+    /// The server's signing-key chain ending at `server_key`, oldest link
+    /// first (at most [`MAX_KEY_CHAIN`]): each key endorsed by its
+    /// predecessor, so an agent that missed a rotation catches up by walking
+    /// it from a key it pins, **before** it answers. Public keys and
+    /// signatures only. Empty until the server's first rotation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_chain: Vec<KeyLink>,
 }
 
 /// Session settings, sent after a successful Hello.
@@ -122,6 +143,17 @@ pub enum AgentMsg {
     Pong {
         /// The ping's counter.
         t: u64,
+    },
+    // --- key rotation (issue 3); see `crate::rotation` ---
+    /// New key pairs, proven with the current and the new identity key.
+    RotateKeys(RotateKeys),
+    /// Asks for the consistency proof from the audit checkpoint the agent
+    /// accepted (`from`) to a newer one (`to`).
+    AuditConsistencyRequest {
+        /// Size of the accepted checkpoint.
+        from: u64,
+        /// Size of the new checkpoint.
+        to: u64,
     },
 }
 
@@ -232,7 +264,29 @@ fn decode<T: for<'de> Deserialize<'de>>(text: &str, max_bytes: usize) -> Result<
 /// # Errors
 /// [`ProtoError`] saying why the frame was refused.
 pub fn decode_server_msg(text: &str, max_bytes: usize) -> Result<ServerMsg, ProtoError> {
-    decode(text, max_bytes)
+    let msg: ServerMsg = decode(text, max_bytes)?;
+    match &msg {
+        ServerMsg::Challenge(c) if c.key_chain.len() > MAX_KEY_CHAIN => {
+            return Err(ProtoError::InvalidField {
+                field: "key_chain",
+                reason: "more than 32 links",
+            });
+        }
+        ServerMsg::AuditCheckpoint(c) if c.note.len() > crate::audit::MAX_AUDIT_NOTE_BYTES => {
+            return Err(ProtoError::InvalidField {
+                field: "note",
+                reason: "longer than 16 KiB",
+            });
+        }
+        ServerMsg::AuditConsistency(c) if c.proof.len() > crate::audit::MAX_PROOF_HASHES => {
+            return Err(ProtoError::InvalidField {
+                field: "proof",
+                reason: "more than 128 hashes",
+            });
+        }
+        _ => {}
+    }
+    Ok(msg)
 }
 
 /// Decodes a frame from an agent, refusing it unparsed if it exceeds `max_bytes`,
@@ -331,6 +385,61 @@ mod tests {
             decode_agent_msg(&inconsistent, 4096),
             Err(ProtoError::InvalidField { .. })
         ));
+    }
+
+    #[test]
+    fn rotation_frames_round_trip_and_the_chain_is_bounded() {
+        use crate::rotation::{KeyLink, KeysRotated, RotateKeys};
+        let link = KeyLink {
+            public: B64([1; 32]),
+            prev_key_id: KeyFingerprint([2; 32]),
+            prev_valid_until: 1_800_000_000,
+            sig: B64([3; 64]),
+        };
+        let challenge = |n: usize| {
+            ServerMsg::Challenge(Challenge {
+                nonce: B64([0; 32]),
+                server_key: KeyFingerprint([4; 32]),
+                key_chain: vec![link.clone(); n],
+            })
+        };
+        for m in [
+            challenge(0),
+            challenge(MAX_KEY_CHAIN),
+            ServerMsg::RequestKeyRotation,
+            ServerMsg::KeysRotated(KeysRotated {
+                ed25519_public: B64([5; 32]),
+                x25519_public: B64([6; 32]),
+                proof: B64([7; 64]),
+            }),
+        ] {
+            let text = encode(&m).unwrap();
+            assert_eq!(decode_server_msg(&text, 1 << 20).unwrap(), m, "{text}");
+        }
+        assert_eq!(
+            encode(&ServerMsg::RequestKeyRotation).unwrap(),
+            r#"{"v":1,"type":"request_key_rotation"}"#
+        );
+        assert!(
+            !encode(&challenge(0)).unwrap().contains("key_chain"),
+            "an empty chain is omitted (older agents see the same challenge)"
+        );
+        let too_long = encode(&challenge(MAX_KEY_CHAIN + 1)).unwrap();
+        assert!(matches!(
+            decode_server_msg(&too_long, 1 << 20),
+            Err(ProtoError::InvalidField {
+                field: "key_chain",
+                ..
+            })
+        ));
+        let r = AgentMsg::RotateKeys(RotateKeys {
+            x25519_public: B64([1; 32]),
+            ed25519_public: B64([2; 32]),
+            old_sig: B64([3; 64]),
+            new_sig: B64([4; 64]),
+        });
+        let text = encode(&r).unwrap();
+        assert_eq!(decode_agent_msg(&text, 4096).unwrap(), r);
     }
 
     #[test]

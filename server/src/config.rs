@@ -61,7 +61,30 @@ struct FileConfig {
     agents: Option<AgentsFile>,
     #[serde(default)]
     jobs: Option<JobsFile>,
+    #[serde(default)]
+    audit: Option<AuditFile>,
     log_format: Option<String>,
+    mode: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    #[serde(default)]
+    sessions: Option<SessionsFile>,
+    #[serde(default)]
+    login: Option<LoginFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsFile {
+    idle_timeout_secs: Option<i64>,
+    absolute_timeout_secs: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginFile {
+    account_failures_before_delay: Option<u32>,
+    ip_failures_before_delay: Option<u32>,
+    max_delay_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +111,58 @@ struct JobsFile {
     ttl_secs: Option<u64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    checkpoint_secs: Option<u32>,
+    retention_days: Option<u32>,
+    #[serde(default)]
+    syslog: Option<SyslogFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyslogFile {
+    address: Option<String>,
+    tls: Option<bool>,
+    server_name: Option<String>,
+    ca_bundle: Option<PathBuf>,
+    queue: Option<u32>,
+}
+
+/// Streaming of audit events to a syslog receiver (`[audit.syslog]`).
+#[derive(Debug, Clone)]
+pub struct SyslogConfig {
+    /// `address` / `PICKET_AUDIT_SYSLOG_ADDRESS`: the receiver, `host:port` (TCP).
+    pub address: String,
+    /// `tls` / `PICKET_AUDIT_SYSLOG_TLS` (default false): TLS 1.2+ to the receiver (RFC 5425).
+    pub tls: bool,
+    /// `server_name`: the name the receiver's certificate must carry
+    /// (default: the host part of `address`).
+    pub server_name: String,
+    /// `ca_bundle` / `PICKET_AUDIT_SYSLOG_CA_BUNDLE`: extra PEM roots
+    /// trusted for the receiver (besides the public web roots).
+    pub ca_bundle: Option<PathBuf>,
+    /// `queue` (default 10000, 1 to 1000000): events held in memory while
+    /// the receiver is down; beyond it the streamer stops reading the log
+    /// (the database is the backlog) until the receiver is back.
+    pub queue: u32,
+}
+
+/// The audit log's settings (`[audit]`).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// `audit.checkpoint_secs` / `PICKET_AUDIT_CHECKPOINT_SECS` (default 60,
+    /// 1 to 60): how often the checkpointer signs the logs that grew.
+    pub checkpoint_secs: u32,
+    /// `audit.retention_days` / `PICKET_AUDIT_RETENTION_DAYS` (default 400,
+    /// 1 to 36500): event bodies older than this may be pruned by
+    /// `picket-server admin audit prune`; leaf hashes are kept for ever.
+    pub retention_days: u32,
+    /// Streaming to a syslog receiver, when configured.
+    pub syslog: Option<SyslogConfig>,
+}
+
 /// TLS served by the server itself (rustls). Absent: plain HTTP, for a TLS-terminating proxy in front.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
@@ -95,6 +170,66 @@ pub struct TlsConfig {
     pub cert_path: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_path: PathBuf,
+}
+
+/// How accounts come to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One organisation: the first registration claims the instance, then
+    /// registration is closed for good and everyone else is invited.
+    SelfHosted,
+    /// Hosted service: sign-up stays open, each sign-up creates a new tenant.
+    Saas,
+}
+
+/// A network in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address.
+    pub addr: std::net::IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `addr/prefix` or a bare address (a /32 or /128).
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, p) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s.trim(), None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` is inside this network (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Log output format.
@@ -137,8 +272,24 @@ pub struct ServerConfig {
     pub admission_burst: u32,
     /// Lifetime of a sealed job: an agent refuses it after this.
     pub job_ttl_secs: u64,
+    /// The audit log.
+    pub audit: AuditConfig,
     /// Log format.
     pub log_format: LogFormat,
+    /// `mode`: self-hosted (claim once, then invitations) or SaaS (open sign-up).
+    pub mode: Mode,
+    /// `trusted_proxies`: peers whose `X-Forwarded-For` is believed for the client IP.
+    pub trusted_proxies: Vec<Cidr>,
+    /// `sessions.idle_timeout_secs`: a session unused this long ends.
+    pub session_idle_secs: i64,
+    /// `sessions.absolute_timeout_secs`: a session ends this long after sign-in, used or not.
+    pub session_absolute_secs: i64,
+    /// `login.account_failures_before_delay`: failed logins for one email before it is slowed down.
+    pub login_account_failures: u32,
+    /// `login.ip_failures_before_delay`: failed logins from one client IP before it is slowed down.
+    pub login_ip_failures: u32,
+    /// `login.max_delay_secs`: the longest wait imposed after repeated failures.
+    pub login_max_delay_secs: u64,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -328,13 +479,137 @@ impl ServerConfig {
         if !(60..=7 * 24 * 3600).contains(&job_ttl_secs) {
             return Err(invalid("jobs.ttl_secs", "expected 60 to 604800 (7 days)"));
         }
+        let audit_file = file.audit.unwrap_or_default();
+        let checkpoint_secs = env_u32(env, "PICKET_AUDIT_CHECKPOINT_SECS")?
+            .or(audit_file.checkpoint_secs)
+            .unwrap_or(60);
+        if !(1..=60).contains(&checkpoint_secs) {
+            return Err(invalid(
+                "audit.checkpoint_secs",
+                "expected 1 to 60 (a grown log is signed at least every minute)",
+            ));
+        }
+        let retention_days = env_u32(env, "PICKET_AUDIT_RETENTION_DAYS")?
+            .or(audit_file.retention_days)
+            .unwrap_or(400);
+        if !(1..=36_500).contains(&retention_days) {
+            return Err(invalid("audit.retention_days", "expected 1 to 36500"));
+        }
+        let syslog_file = audit_file.syslog.unwrap_or_default();
+        let syslog = match env
+            .var("PICKET_AUDIT_SYSLOG_ADDRESS")
+            .map(|v| ("PICKET_AUDIT_SYSLOG_ADDRESS", v))
+            .or(syslog_file.address.map(|v| ("audit.syslog.address", v)))
+        {
+            None => None,
+            Some((key, address)) => {
+                let host = address
+                    .rsplit_once(':')
+                    .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                    .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+                    .ok_or_else(|| invalid(key, "expected host:port, e.g. siem.corp:6514"))?;
+                let tls = match env.var("PICKET_AUDIT_SYSLOG_TLS").as_deref() {
+                    Some("true" | "1") => true,
+                    Some("false" | "0") => false,
+                    Some(_) => {
+                        return Err(invalid("PICKET_AUDIT_SYSLOG_TLS", "expected true or false"));
+                    }
+                    None => syslog_file.tls.unwrap_or(false),
+                };
+                let queue = syslog_file.queue.unwrap_or(10_000);
+                if !(1..=1_000_000).contains(&queue) {
+                    return Err(invalid("audit.syslog.queue", "expected 1 to 1000000"));
+                }
+                Some(SyslogConfig {
+                    address,
+                    tls,
+                    server_name: syslog_file.server_name.unwrap_or(host),
+                    ca_bundle: env
+                        .var("PICKET_AUDIT_SYSLOG_CA_BUNDLE")
+                        .map(PathBuf::from)
+                        .or(syslog_file.ca_bundle),
+                    queue,
+                })
+            }
+        };
         let log_format = match env.var("PICKET_LOG_FORMAT").or(file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(_) => return Err(invalid("log_format", "expected \"text\" or \"json\"")),
         };
 
+        let mode = match env.var("PICKET_MODE").or(file.mode).as_deref() {
+            None | Some("self_hosted") => Mode::SelfHosted,
+            Some("saas") => Mode::Saas,
+            Some(_) => return Err(invalid("mode", "expected \"self_hosted\" or \"saas\"")),
+        };
+        let proxies: Vec<String> = match env.var("PICKET_TRUSTED_PROXIES") {
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => file.trusted_proxies.unwrap_or_default(),
+        };
+        let mut trusted_proxies = Vec::with_capacity(proxies.len());
+        for p in &proxies {
+            trusted_proxies.push(Cidr::parse(p).ok_or_else(|| {
+                invalid(
+                    "trusted_proxies",
+                    format!("{p:?} is not an address or CIDR network (e.g. 10.0.0.0/8)"),
+                )
+            })?);
+        }
+        let sessions = file.sessions.unwrap_or_default();
+        let session_idle_secs = sessions.idle_timeout_secs.unwrap_or(3600);
+        if !(60..=30 * 24 * 3600).contains(&session_idle_secs) {
+            return Err(invalid(
+                "sessions.idle_timeout_secs",
+                "expected 60 to 2592000 (30 days)",
+            ));
+        }
+        let session_absolute_secs = sessions.absolute_timeout_secs.unwrap_or(12 * 3600);
+        if !(60..=90 * 24 * 3600).contains(&session_absolute_secs) {
+            return Err(invalid(
+                "sessions.absolute_timeout_secs",
+                "expected 60 to 7776000 (90 days)",
+            ));
+        }
+        if session_idle_secs > session_absolute_secs {
+            return Err(invalid(
+                "sessions.idle_timeout_secs",
+                "must not exceed sessions.absolute_timeout_secs",
+            ));
+        }
+        let login = file.login.unwrap_or_default();
+        let login_account_failures = login.account_failures_before_delay.unwrap_or(5);
+        if !(1..=1000).contains(&login_account_failures) {
+            return Err(invalid(
+                "login.account_failures_before_delay",
+                "expected 1 to 1000",
+            ));
+        }
+        let login_ip_failures = login.ip_failures_before_delay.unwrap_or(20);
+        if !(1..=100_000).contains(&login_ip_failures) {
+            return Err(invalid(
+                "login.ip_failures_before_delay",
+                "expected 1 to 100000",
+            ));
+        }
+        let login_max_delay_secs = login.max_delay_secs.unwrap_or(900);
+        if !(1..=86_400).contains(&login_max_delay_secs) {
+            return Err(invalid("login.max_delay_secs", "expected 1 to 86400"));
+        }
+
         Ok(ServerConfig {
+            mode,
+            trusted_proxies,
+            session_idle_secs,
+            session_absolute_secs,
+            login_account_failures,
+            login_ip_failures,
+            login_max_delay_secs,
             listen,
             public_url,
             data_dir,
@@ -348,9 +623,25 @@ impl ServerConfig {
             admission_rate_per_sec,
             admission_burst,
             job_ttl_secs,
+            audit: AuditConfig {
+                checkpoint_secs,
+                retention_days,
+                syslog,
+            },
             log_format,
         })
     }
+}
+
+/// An optional numeric environment variable.
+fn env_u32(env: &dyn Env, key: &str) -> Result<Option<u32>, ConfigError> {
+    env.var(key)
+        .map(|v| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| invalid(key, "expected a whole number"))
+        })
+        .transpose()
 }
 
 /// The master secret is given as base64 (standard or URL-safe) or hex, inline
@@ -382,6 +673,15 @@ fn load_master_secret(
             "required: set master_secret_file (or PICKET_MASTER_SECRET_FILE) to a file holding at least 32 random bytes in base64, e.g. from `openssl rand -base64 48`",
         ));
     };
+    decode_master_secret(key, &text)
+}
+
+/// Decodes a master secret written as base64 (standard or URL-safe) or hex,
+/// at least [`MIN_MASTER_SECRET_BYTES`] long.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `key`.
+pub fn decode_master_secret(key: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
     let t = text.trim();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(t)
@@ -402,7 +702,11 @@ fn load_master_secret(
     Ok(decoded)
 }
 
-fn read_secret_file(key: &str, path: &Path) -> Result<Zeroizing<String>, ConfigError> {
+/// Reads a secret file (at most 4 KiB).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `key`.
+pub fn read_secret_file(key: &str, path: &Path) -> Result<Zeroizing<String>, ConfigError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
     if meta.len() > 4096 {
@@ -520,6 +824,66 @@ mod tests {
         let e = ServerConfig::load(Some(&p), true, &env(&[("PICKET_MASTER_SECRET", SECRET)]))
             .unwrap_err();
         assert!(e.to_string().starts_with("agents.admission_burst:"), "{e}");
+    }
+
+    #[test]
+    fn access_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("server.toml");
+        std::fs::write(
+            &p,
+            "mode = \"saas\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[sessions]\nidle_timeout_secs = 600\nabsolute_timeout_secs = 7200\n",
+        )
+        .unwrap();
+        let c =
+            ServerConfig::load(Some(&p), true, &env(&[("PICKET_MASTER_SECRET", SECRET)])).unwrap();
+        assert_eq!(c.mode, Mode::Saas);
+        assert_eq!((c.session_idle_secs, c.session_absolute_secs), (600, 7200));
+        assert!(c.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.trusted_proxies[0].contains("11.1.2.3".parse().unwrap()));
+        assert!(c.trusted_proxies[1].contains("::1".parse().unwrap()));
+        std::fs::write(&p, "trusted_proxies = [\"10.0.0.0/33\"]\n").unwrap();
+        let e = ServerConfig::load(Some(&p), true, &env(&[("PICKET_MASTER_SECRET", SECRET)]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("trusted_proxies:"), "{e}");
+        std::fs::write(&p, "mode = \"open\"\n").unwrap();
+        let e = ServerConfig::load(Some(&p), true, &env(&[("PICKET_MASTER_SECRET", SECRET)]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("mode:"), "{e}");
+        std::fs::write(
+            &p,
+            "[sessions]\nidle_timeout_secs = 7200\nabsolute_timeout_secs = 3600\n",
+        )
+        .unwrap();
+        let e = ServerConfig::load(Some(&p), true, &env(&[("PICKET_MASTER_SECRET", SECRET)]))
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("sessions.idle_timeout_secs:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_commented_example_file_loads() {
+        let p = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config-examples/server.toml"
+        ));
+        let c =
+            ServerConfig::load(Some(p), true, &env(&[("PICKET_MASTER_SECRET", SECRET)])).unwrap();
+        assert_eq!(c.mode, Mode::SelfHosted);
+        assert_eq!(
+            (c.session_idle_secs, c.session_absolute_secs),
+            (3600, 43200)
+        );
+        assert_eq!(
+            (
+                c.login_account_failures,
+                c.login_ip_failures,
+                c.login_max_delay_secs
+            ),
+            (5, 20, 900)
+        );
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub enum ApiError {
         /// What is wrong and what to do, for a human.
         message: String,
     },
+    /// Too many failed attempts; try again after the given seconds (429 with `Retry-After`).
+    #[error("too many failed attempts; try again in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until the next attempt is accepted.
+        retry_after_secs: u64,
+    },
     /// Something failed inside the server (500). The cause is logged, not returned.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -66,6 +72,14 @@ impl ApiError {
     /// Shorthand for a 400 with a code and message.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for a 403 with a code and message.
+    pub fn refused(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Refused {
             code,
             message: message.into(),
         }
@@ -125,6 +139,23 @@ impl IntoResponse for ApiError {
             ApiError::Conflict { code, message } => (StatusCode::CONFLICT, *code, message.clone()),
             ApiError::Token { code, message } => (StatusCode::UNAUTHORIZED, *code, message.clone()),
             ApiError::Refused { code, message } => (StatusCode::FORBIDDEN, *code, message.clone()),
+            ApiError::RateLimited { retry_after_secs } => {
+                let body = ErrorBody {
+                    error: ErrorDetail {
+                        code: "too_many_attempts".to_owned(),
+                        message: self.to_string(),
+                    },
+                };
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(
+                        axum::http::header::RETRY_AFTER,
+                        retry_after_secs.to_string(),
+                    )],
+                    Json(body),
+                )
+                    .into_response();
+            }
             ApiError::Internal(cause) => {
                 let incident = uuid::Uuid::new_v4();
                 tracing::error!(%incident, error = ?cause, "internal error");

@@ -9,7 +9,8 @@
 //! - [`db`]: connection set-up, migrations and entities.
 //! - [`keys`]: master-derived keys and the job-signing key.
 //! - [`listener`]: the accept loop, plain HTTP or TLS (rustls), with graceful shutdown.
-//! - [`auth`]: passwords, sessions, CSRF and the role matrix (authorization in one place).
+//! - [`auth`]: passwords, sessions, API keys, login throttling, CSRF and the
+//!   role matrix (authorization in one place).
 //! - [`service`]: the domain operations; every query is tenant-scoped here.
 //! - [`api`]: HTTP routes grouped by resource, merged in one router.
 //! - [`gateway`]: agent connections, the live-connection registry and job delivery.
@@ -56,8 +57,14 @@ pub struct Inner {
     pub admission: gateway::Admission,
     /// Queue of health reports for the batch writer.
     pub health: service::health::HealthSink,
+    /// The audit checkpointer's wake-up and announcements.
+    pub audit: Arc<audit::checkpoint::Hub>,
+    /// Consistency proofs recently served to agent witnesses.
+    pub witness_proofs: gateway::witness::ProofCache,
     /// Fired on shutdown; connection tasks watch it.
     pub shutdown: CancellationToken,
+    /// Sign-in throttling per client IP and per account (in memory, per process).
+    pub login_limiter: auth::LoginLimiter,
 }
 
 impl std::ops::Deref for AppState {
@@ -110,6 +117,11 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     };
     let (health, health_task) = service::health::spawn_writer(db.clone(), shutdown.clone());
     let admission = gateway::Admission::new(config.admission_rate_per_sec, config.admission_burst);
+    let login_limiter = auth::LoginLimiter::new(
+        config.login_account_failures,
+        config.login_ip_failures,
+        config.login_max_delay_secs,
+    );
     let state = AppState(Arc::new(Inner {
         db,
         config,
@@ -117,14 +129,23 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         registry: gateway::Registry::default(),
         admission,
         health,
+        audit: Arc::default(),
+        witness_proofs: gateway::witness::ProofCache::default(),
         shutdown: shutdown.clone(),
+        login_limiter,
     }));
+    let checkpointer = audit::checkpoint::spawn(state.clone());
+    let streamer = audit::stream::spawn(state.clone());
     tracing::info!(%addr, tls = tls.is_some(), fingerprint = %state.keys.fingerprint, "picket-server listening");
     let app = api::router(state.clone());
     let task = tokio::spawn(async move {
         let served = listener::serve(listener, tls, app, shutdown.clone()).await;
         shutdown.cancel();
         let _ = health_task.await;
+        let _ = checkpointer.await;
+        if let Some(s) = streamer {
+            let _ = s.await;
+        }
         served
     });
     Ok(Running { addr, task })

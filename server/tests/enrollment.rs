@@ -275,7 +275,7 @@ async fn revocation_is_tenant_scoped_and_revoked_keys_cannot_enroll() {
     .insert(&s.db)
     .await
     .unwrap();
-    let eve = picket_server::auth::create_session(&s.db, &other)
+    let eve = picket_server::auth::create_session(&s.db, &other, 3600)
         .await
         .unwrap();
     let (st, _) = s

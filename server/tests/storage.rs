@@ -1,5 +1,6 @@
 //! Storage on both backends: migrations, the signing key wrapped under the
-//! master secret, and the outbox's per-agent sequence under concurrency.
+//! master secret and its rotation (key chain), and the outbox's per-agent
+//! sequence under concurrency.
 //!
 //! PostgreSQL is `postgres://postgres@127.0.0.1:5432` unless
 //! `PICKET_TEST_POSTGRES_URL` says otherwise; each run uses a fresh database.
@@ -75,6 +76,7 @@ async fn seed_agent(db: &DatabaseConnection) -> agent::Model {
         last_seen_at: Set(None),
         last_seq: Set(0),
         revoked_at: Set(None),
+        ..Default::default()
     }
     .insert(db)
     .await
@@ -91,6 +93,8 @@ fn spec() -> JobSpec {
                 app: "search".into(),
                 owner: "nobody".into(),
                 token: Credential::new("t".into()),
+                login: None,
+                hec: None,
             }),
         },
         action: JobAction::CheckConnection,
@@ -165,6 +169,66 @@ async fn exercise(url: &str) {
         .unwrap()
         .len();
     assert_eq!(count, 20);
+
+    rotation(&db, &keys, &a).await;
+}
+
+/// Signing-key rotation: the new key becomes active in one transaction, the
+/// chain of endorsements loads in order and verifies, nothing changes on a
+/// refused rotation, and new jobs are signed with the new key.
+async fn rotation(db: &DatabaseConnection, first: &ServerKeys, a: &agent::Model) {
+    use picket_proto::KeyLink;
+    use picket_server::keys::{MAX_OVERLAP_SECS, rotate_signing_key};
+
+    let e = rotate_signing_key(db, b"another-master-secret-of-32-bytes-at-least", 60)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("different master secret"),
+        "{e:#}"
+    );
+    let e = rotate_signing_key(db, SECRET, MAX_OVERLAP_SECS + 1)
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("at most"), "{e:#}");
+    let unchanged = ServerKeys::load_or_create(db, SECRET).await.unwrap();
+    assert_eq!(unchanged.fingerprint, first.fingerprint);
+    assert!(unchanged.chain.is_empty());
+
+    let r1 = rotate_signing_key(db, SECRET, 3600).await.unwrap();
+    assert_eq!(r1.previous, first.fingerprint);
+    let r2 = rotate_signing_key(db, SECRET, 0).await.unwrap();
+    assert_eq!(r2.previous, r1.current);
+    let now = ServerKeys::load_or_create(db, SECRET).await.unwrap();
+    assert_eq!(now.fingerprint, r2.current);
+    assert_eq!(now.chain.len(), 2, "oldest link first");
+    let mut endorser = first.signing.verifying_key().to_bytes();
+    for (link, (prev, until)) in now.chain.iter().zip([
+        (first.fingerprint, r1.previous_valid_until),
+        (r1.current, r2.previous_valid_until),
+    ]) {
+        assert_eq!(link.prev_key_id, prev);
+        assert_eq!(link.prev_valid_until, until);
+        let bytes = KeyLink::signing_bytes(&link.prev_key_id, &link.public.0, until);
+        picket_shared::keys::verify_signature(&endorser, &bytes, &link.sig.0).unwrap();
+        endorser = link.public.0;
+    }
+    assert_eq!(endorser, now.signing.verifying_key().to_bytes());
+    let active = picket_server::db::entity::server_key::Entity::find()
+        .filter(picket_server::db::entity::server_key::Column::Active.eq(true))
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(active.len(), 1, "exactly one active key");
+
+    let txn = db.begin().await.unwrap();
+    let j = jobs::enqueue(&txn, &now, a, &spec(), None, 900)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    let sealed: picket_proto::SealedJob = serde_json::from_str(&j.sealed).unwrap();
+    assert!(picket_shared::verify_job(&sealed, &[first.signing.verifying_key()]).is_err());
+    picket_shared::verify_job(&sealed, &[now.signing.verifying_key()]).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

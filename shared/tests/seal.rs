@@ -40,6 +40,8 @@ fn spec(action: JobAction) -> JobSpec {
                 app: "search".into(),
                 owner: "nobody".into(),
                 token: Credential::new(TOKEN.into()),
+                login: None,
+                hec: None,
             }),
         },
         action,

@@ -53,6 +53,8 @@ fn fixed_spec() -> JobSpec {
                 app: "search".into(),
                 owner: "nobody".into(),
                 token: Credential::new("tok-5ecret".into()),
+                login: None,
+                hec: None,
             }),
         },
         action: JobAction::DeployRule {
@@ -225,6 +227,8 @@ fn spec() -> impl Strategy<Value = JobSpec> {
                     app,
                     owner,
                     token: Credential::new(token),
+                    login: None,
+                    hec: None,
                 }),
             },
             action,

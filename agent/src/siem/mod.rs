@@ -17,27 +17,206 @@
 //! which carries the timeouts (the connector sets none of its own) and the
 //! connection pool.
 //!
-//! Retries are the caller's business: a connector makes each call once and
-//! reports `RateLimited`, `Timeout` or `SiemUnreachable` for the job runner to
-//! retry or give up on. Every action is safe to repeat (deploy creates or
+//! Retries are mostly the caller's business: a connector reports `RateLimited`,
+//! `Timeout` or `SiemUnreachable` for the job runner to retry or give up on.
+//! The exception is throttling where the SIEM says when to come back: the
+//! Sentinel and Elastic connectors retry a 429 after its `Retry-After`
+//! ([`http::send_retrying`]). Every action is safe to repeat (deploy creates or
 //! updates in place, disable and delete are idempotent apart from `NotFound`).
 //!
+//! # The connector interface
+//! Every connector offers the same operations, dispatched by [`Connector`]:
+//! [`Connector::check_connection`], [`Connector::deploy`],
+//! [`Connector::set_enabled`], [`Connector::delete`],
+//! [`Connector::content_hash`] (drift: the hash of the rule as the SIEM holds
+//! it, in the same canonical form deploy returns), [`Connector::list_managed`]
+//! (only objects named `picket-<uuid>`), [`Connector::inject_test_events`]
+//! (tagged `picket_test`), [`Connector::count_test_matches`] (bounded to test
+//! events and a time window) and [`Connector::rule_health`] (numbers only).
+//! Rules are named by [`managed_rule_name`](picket_proto::managed_rule_name),
+//! so a connector cannot address a customer's own objects.
+//!
 //! # Layout
-//! - [`splunk`]: Splunk REST API (saved searches on the management port).
+//! - [`splunk`]: Splunk REST API (saved searches, oneshot searches, HEC).
+//! - [`sentinel`]: Microsoft Sentinel (Entra tokens, ARM `alertRules`, Log Analytics).
+//! - [`elastic`]: Elastic Security (Kibana detection engine, Elasticsearch).
+//! - [`http`]: one call with bounded reads, failure classes and 429 retries.
+//! - [`canonical`]: canonical JSON for content hashes.
 
+pub mod canonical;
+pub mod elastic;
+pub mod http;
+pub mod sentinel;
 pub mod splunk;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use picket_proto::{
-    ConnectionInfo, ErrorClass, JobAction, SiemHealth, SiemKind, SiemSettings, SiemTarget,
+    ConnectionInfo, ErrorClass, JobAction, RuleHealth, RuleSpec, SiemHealth, SiemKind,
+    SiemSettings, SiemTarget,
 };
+use uuid::Uuid;
+
+/// The marker every injected test event carries (Splunk `source`, Sentinel
+/// `Source` column, Elastic `labels.picket`), and which count queries require.
+pub const TEST_MARKER: &str = "picket_test";
+
+/// Most test events one injection may carry.
+pub const MAX_TEST_EVENTS: usize = 1000;
+
+/// One synthetic event for a rule test: a time and flat string fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestEvent {
+    /// Unix seconds.
+    pub time: i64,
+    /// Field name → value.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A closed time window, unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// Start (inclusive).
+    pub from: i64,
+    /// End (inclusive).
+    pub to: i64,
+}
+
+impl TimeWindow {
+    /// The last `secs` seconds up to now.
+    pub fn last(secs: i64) -> TimeWindow {
+        let to = time::OffsetDateTime::now_utc().unix_timestamp();
+        TimeWindow {
+            from: to.saturating_sub(secs),
+            to,
+        }
+    }
+
+    /// `from`/`to` as RFC 3339.
+    pub(crate) fn rfc3339(&self) -> Result<(String, String), ErrorClass> {
+        Ok((rfc3339(self.from)?, rfc3339(self.to)?))
+    }
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+pub(crate) fn rfc3339(secs: i64) -> Result<String, ErrorClass> {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .ok_or(ErrorClass::MalformedJob)
+}
+
+/// Checks an injection's size.
+pub(crate) fn check_events(events: &[TestEvent]) -> Result<(), ErrorClass> {
+    if events.is_empty() || events.len() > MAX_TEST_EVENTS {
+        return Err(ErrorClass::MalformedJob);
+    }
+    Ok(())
+}
+
+/// Parses `picket-<uuid>` back into the rule id; `None` for anything else.
+pub fn managed_rule_id(name: &str) -> Option<Uuid> {
+    name.strip_prefix(picket_proto::job::MANAGED_PREFIX)
+        .and_then(|rest| Uuid::parse_str(rest).ok())
+        .filter(|id| picket_proto::managed_rule_name(id) == name)
+}
+
+/// A rule schedule turned into a period: the cron forms Picket supports for
+/// SIEMs that schedule by interval (Sentinel, Elastic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Period {
+    /// Every N minutes.
+    Minutes(u32),
+    /// Every N hours.
+    Hours(u32),
+    /// Every N days.
+    Days(u32),
+}
+
+/// `*/N * * * *` → N minutes; `M * * * *` → 1 hour; `M */N * * *` → N hours;
+/// `M H * * *` → 1 day; `M H */N * *` → N days. Anything else is
+/// [`ErrorClass::QueryInvalid`] (the SIEM cannot express it).
+pub(crate) fn cron_period(cron: &str) -> Result<Period, ErrorClass> {
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    let [min, hour, dom, month, dow] = fields.as_slice() else {
+        return Err(ErrorClass::QueryInvalid);
+    };
+    let number = |s: &str| s.parse::<u32>().ok().filter(|n| *n > 0);
+    let every = |s: &str| s.strip_prefix("*/").and_then(number);
+    let fixed = |s: &str| s.parse::<u32>().is_ok();
+    if *month != "*" || *dow != "*" {
+        return Err(ErrorClass::QueryInvalid);
+    }
+    match (every(min), *hour, *dom) {
+        (Some(n), "*", "*") => return Ok(Period::Minutes(n)),
+        (Some(_), _, _) => return Err(ErrorClass::QueryInvalid),
+        (None, _, _) => {}
+    }
+    if !fixed(min) {
+        return Err(ErrorClass::QueryInvalid);
+    }
+    match (*hour, every(hour), *dom, every(dom)) {
+        ("*", _, "*", _) => Ok(Period::Hours(1)),
+        (_, Some(n), "*", _) => Ok(Period::Hours(n)),
+        (h, None, "*", _) if fixed(h) => Ok(Period::Days(1)),
+        (h, None, _, Some(n)) if fixed(h) => Ok(Period::Days(n)),
+        _ => Err(ErrorClass::QueryInvalid),
+    }
+}
+
+/// A Splunk-style relative time (`-5m`, `-1h@h`, `-7d`) as a period; the
+/// snap (`@...`) is dropped. `s` rounds up to whole minutes.
+pub(crate) fn lookback_period(earliest: &str) -> Result<Period, ErrorClass> {
+    let text = earliest.trim();
+    let text = text.split('@').next().unwrap_or_default();
+    let text = text.strip_prefix('-').ok_or(ErrorClass::QueryInvalid)?;
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or(ErrorClass::QueryInvalid)?;
+    let (digits, unit) = text.split_at(split);
+    let n: u32 = digits
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(ErrorClass::QueryInvalid)?;
+    match unit {
+        "s" | "sec" | "secs" => Ok(Period::Minutes(n.div_ceil(60))),
+        "m" | "min" | "mins" => Ok(Period::Minutes(n)),
+        "h" | "hr" | "hrs" => Ok(Period::Hours(n)),
+        "d" | "day" | "days" => Ok(Period::Days(n)),
+        _ => Err(ErrorClass::QueryInvalid),
+    }
+}
+
+/// Calls the same method on whichever connector `self` holds.
+macro_rules! dispatch {
+    ($self:ident, $c:ident => $call:expr) => {
+        match $self {
+            Connector::Splunk($c) => $call,
+            Connector::Sentinel($c) => $call,
+            Connector::Elastic($c) => $call,
+            Connector::Unsupported(kind) => {
+                tracing::debug!(kind = kind.as_str(), "no connector for this SIEM kind");
+                Err(ErrorClass::Internal)
+            }
+        }
+    };
+}
 
 /// The connector for one SIEM connection.
 #[derive(Debug)]
 pub enum Connector {
     /// Splunk Enterprise / Cloud, through its REST API.
     Splunk(splunk::SplunkConnector),
+    /// Microsoft Sentinel, through ARM and Log Analytics (boxed: its settings
+    /// and three endpoint URLs make it twice the size of the others).
+    Sentinel(Box<sentinel::SentinelConnector>),
+    /// Elastic Security, through Kibana and Elasticsearch.
+    Elastic(elastic::ElasticConnector),
     /// Settings of a SIEM kind this agent build has no connector for (the
     /// protocol's `SiemSettings` is non-exhaustive, so a newer server may name
     /// one). Every action fails with [`ErrorClass::Internal`] without any I/O.
@@ -53,6 +232,12 @@ impl Connector {
             SiemSettings::Splunk(settings) => {
                 Connector::Splunk(splunk::SplunkConnector::new(settings, http))
             }
+            SiemSettings::Sentinel(settings) => {
+                Connector::Sentinel(Box::new(sentinel::SentinelConnector::new(settings, http)))
+            }
+            SiemSettings::Elastic(settings) => {
+                Connector::Elastic(elastic::ElasticConnector::new(settings, http))
+            }
             other => Connector::Unsupported(other.kind()),
         }
     }
@@ -66,13 +251,113 @@ impl Connector {
     /// client's deadline is [`ErrorClass::Timeout`]; an action or SIEM kind this
     /// build does not implement is [`ErrorClass::Internal`].
     pub async fn execute(&self, action: &JobAction) -> Result<ActionOk, ErrorClass> {
-        match self {
-            Connector::Splunk(splunk) => splunk.execute(action).await,
-            Connector::Unsupported(kind) => {
-                tracing::debug!(kind = kind.as_str(), "no connector for this SIEM kind");
+        let none = ActionOk { content_hash: None };
+        match action {
+            JobAction::DeployRule { rule } => self.deploy(rule).await.map(|hash| ActionOk {
+                content_hash: Some(hash),
+            }),
+            JobAction::DisableRule { rule } => {
+                self.set_enabled(&rule.rule_id, false).await.map(|()| none)
+            }
+            JobAction::DeleteRule { rule } => self.delete(&rule.rule_id).await.map(|()| none),
+            JobAction::CheckConnection => self.check_connection().await.map(|()| none),
+            _ => {
+                tracing::debug!("action not implemented by the connectors");
                 Err(ErrorClass::Internal)
             }
         }
+    }
+
+    /// Checks that the SIEM answers and accepts the credential (and, where the
+    /// SIEM tells, that it grants the permissions rules need).
+    ///
+    /// # Errors
+    /// The call's class.
+    pub async fn check_connection(&self) -> Result<(), ErrorClass> {
+        dispatch!(self, c => c.check_connection().await)
+    }
+
+    /// Creates the rule, or updates it in place, enabled; returns the hash of
+    /// the content as sent (the same canonical form as [`Self::content_hash`]).
+    ///
+    /// # Errors
+    /// The first failing call's class; a schedule the SIEM cannot express is
+    /// [`ErrorClass::QueryInvalid`].
+    pub async fn deploy(&self, rule: &RuleSpec) -> Result<[u8; 32], ErrorClass> {
+        dispatch!(self, c => c.deploy(rule).await)
+    }
+
+    /// Enables or disables a managed rule; it stays on the SIEM.
+    ///
+    /// # Errors
+    /// [`ErrorClass::NotFound`] when it does not exist, or the call's class.
+    pub async fn set_enabled(&self, rule_id: &Uuid, enabled: bool) -> Result<(), ErrorClass> {
+        dispatch!(self, c => c.set_enabled(rule_id, enabled).await)
+    }
+
+    /// Deletes a managed rule.
+    ///
+    /// # Errors
+    /// [`ErrorClass::NotFound`] when it does not exist, or the call's class.
+    pub async fn delete(&self, rule_id: &Uuid) -> Result<(), ErrorClass> {
+        dispatch!(self, c => c.delete(rule_id).await)
+    }
+
+    /// The hash of the managed rule as the SIEM holds it now, normalized the
+    /// way deploy computes it: equal to the deploy's hash unless someone
+    /// changed the rule on the SIEM (drift).
+    ///
+    /// # Errors
+    /// [`ErrorClass::NotFound`] when it does not exist, or the call's class.
+    pub async fn content_hash(&self, rule_id: &Uuid) -> Result<[u8; 32], ErrorClass> {
+        dispatch!(self, c => c.content_hash(rule_id).await)
+    }
+
+    /// Ids of the Picket-managed rules on the SIEM (named `picket-<uuid>`);
+    /// every other object is left out.
+    ///
+    /// # Errors
+    /// The call's class.
+    pub async fn list_managed(&self) -> Result<Vec<Uuid>, ErrorClass> {
+        dispatch!(self, c => c.list_managed().await)
+    }
+
+    /// Sends test events, each tagged [`TEST_MARKER`], into the connection's
+    /// test index/table; returns how many the SIEM accepted.
+    ///
+    /// # Errors
+    /// [`ErrorClass::MalformedJob`] for an empty or oversize batch or a
+    /// connection without a test destination; otherwise the call's class.
+    pub async fn inject_test_events(&self, events: &[TestEvent]) -> Result<u64, ErrorClass> {
+        check_events(events)?;
+        dispatch!(self, c => c.inject_test_events(events).await)
+    }
+
+    /// Counts test events (tagged [`TEST_MARKER`], in the test index/table,
+    /// inside `window`) that match `filter`, the rule's match condition in the
+    /// SIEM's language (see each connector for the form).
+    ///
+    /// # Errors
+    /// The call's class; a SIEM that reports a search error is
+    /// [`ErrorClass::SiemError`] or [`ErrorClass::QueryInvalid`].
+    pub async fn count_test_matches(
+        &self,
+        filter: &str,
+        window: TimeWindow,
+    ) -> Result<u64, ErrorClass> {
+        dispatch!(self, c => c.count_test_matches(filter, window).await)
+    }
+
+    /// The rule's run health over `window`, as numbers.
+    ///
+    /// # Errors
+    /// The call's class.
+    pub async fn rule_health(
+        &self,
+        rule_id: &Uuid,
+        window: TimeWindow,
+    ) -> Result<RuleHealth, ErrorClass> {
+        dispatch!(self, c => c.rule_health(rule_id, window).await)
     }
 }
 
@@ -138,6 +423,7 @@ fn probe_url(info: &ConnectionInfo) -> Option<reqwest::Url> {
             .pop_if_empty()
             .extend(["services", "server", "info"]);
     }
+    // Sentinel's base URL is ARM's, Elastic's is Kibana's: the root answers.
     Some(url)
 }
 
@@ -222,6 +508,41 @@ mod tests {
         assert!(parse_base_url("ftp://h").is_none());
         assert!(parse_base_url("mailto:a@b").is_none());
         assert!(parse_base_url("not a url").is_none());
+    }
+
+    #[test]
+    fn schedules_become_periods() {
+        assert_eq!(cron_period("*/5 * * * *"), Ok(Period::Minutes(5)));
+        assert_eq!(cron_period("0 * * * *"), Ok(Period::Hours(1)));
+        assert_eq!(cron_period("15 */4 * * *"), Ok(Period::Hours(4)));
+        assert_eq!(cron_period("0 3 * * *"), Ok(Period::Days(1)));
+        assert_eq!(cron_period("0 3 */2 * *"), Ok(Period::Days(2)));
+        for bad in [
+            "* * * * 1",
+            "1,2 * * * *",
+            "*/0 * * * *",
+            "x",
+            "*/5 1 * * *",
+        ] {
+            assert_eq!(cron_period(bad), Err(ErrorClass::QueryInvalid), "{bad}");
+        }
+        assert_eq!(lookback_period("-5m"), Ok(Period::Minutes(5)));
+        assert_eq!(lookback_period("-1h@h"), Ok(Period::Hours(1)));
+        assert_eq!(lookback_period("-7d"), Ok(Period::Days(7)));
+        assert_eq!(lookback_period("-90s"), Ok(Period::Minutes(2)));
+        assert!(lookback_period("now").is_err());
+    }
+
+    #[test]
+    fn managed_names_round_trip() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            managed_rule_id(&picket_proto::managed_rule_name(&id)),
+            Some(id)
+        );
+        assert_eq!(managed_rule_id("customer-rule"), None);
+        assert_eq!(managed_rule_id("picket-not-a-uuid"), None);
+        assert_eq!(managed_rule_id(&format!("picket-{}", id.simple())), None);
     }
 
     #[test]

@@ -11,10 +11,20 @@
 //! | deploy | `POST .../saved/searches` (create, 201); on 409 `POST .../saved/searches/{name}` with the same fields (update in place) |
 //! | disable | `POST .../saved/searches/{name}` with `disabled=1` |
 //! | delete | `DELETE .../saved/searches/{name}` |
+//! | enable | `POST .../saved/searches/{name}` with `disabled=0` |
 //! | check connection | `GET /services/server/info` |
+//! | content hash | `GET .../saved/searches/{name}` |
+//! | list managed | `GET .../saved/searches?count=100&offset=N` until `paging.total` |
+//! | test events | `POST {hec}/services/collector/event` (`Authorization: Splunk <hec token>`) into the test index, `source=picket_test` |
+//! | count | `POST /services/search/jobs` with `exec_mode=oneshot` |
+//! | health | the same oneshot over `index=_internal sourcetype=scheduler savedsearch_name=...` |
+//! | session login | `POST /services/auth/login` (when the settings carry a username and password) |
 //!
-//! Every call sends `output_mode=json` and `Authorization: Bearer <token>`
-//! (reqwest marks the header sensitive; the token is never logged). Path
+//! Every call sends `output_mode=json` and `Authorization: Bearer <token>`,
+//! or `Authorization: Splunk <session key>` when the settings name a user: the
+//! key comes from `auth/login`, is kept for the connector's life, and a 401
+//! (an expired session) logs in again once (reqwest marks the header
+//! sensitive; secrets are never logged). Path
 //! segments (owner, app, name) are percent-encoded. An HTTP error maps to a
 //! class by [`classify_status`](super::classify_status). A 2xx answer is read
 //! (at most [`MAX_REPLY_BYTES`]) only to see whether its `messages` hold an
@@ -37,18 +47,42 @@
 //! multi-line SPL query cannot forge a line). The saved search's name is not
 //! part of it (it is the object's identity, not its content). A drift check
 //! recomputes it from the fields Splunk reports, normalising booleans to `1`/`0`.
+//!
+//! # Count filter form
+//! SPL `key=value` terms, e.g. `EventCode=4625 user=alice`, run as
+//! `search index="<test index>" source="picket_test" earliest=<from> latest=<to> | search <filter> | stats count`.
+//!
+//! # Health
+//! One oneshot search over the scheduler's records of the saved search in the
+//! window, reduced by `stats` to counts of `success`, `skipped` and other
+//! (failed) runs, the sum of `result_count` of successful runs, the number of
+//! successful runs with results (alerts, as the alert condition is "more than
+//! 0 events"), the last run's time and `run_time`. Rows never leave Splunk.
 
 use std::collections::BTreeMap;
 
+use std::sync::{Mutex, PoisonError};
+
 use picket_proto::{
-    Credential, ErrorClass, JobAction, RuleSpec, Severity, SplunkSettings, managed_rule_name,
+    Credential, ErrorClass, JobAction, RuleHealth, RuleSpec, Severity, SplunkHec, SplunkLogin,
+    SplunkSettings, managed_rule_name,
 };
 use reqwest::{Client, RequestBuilder, Response, Url};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
-use super::{ActionOk, classify_status, classify_transport, parse_base_url};
+use super::{
+    ActionOk, TEST_MARKER, TestEvent, TimeWindow, classify_status, classify_transport,
+    managed_rule_id, parse_base_url,
+};
+
+/// Saved searches per listing page.
+const PAGE: usize = 100;
+/// Most listing pages followed.
+const MAX_PAGES: usize = 200;
 
 /// Largest 2xx answer the connector reads to look for error messages (4 MiB);
 /// a larger one is a [`ErrorClass::SiemError`].
@@ -142,6 +176,12 @@ pub struct SplunkConnector {
     app: String,
     /// The token, sent as `Authorization: Bearer`; zeroized on drop.
     token: Credential,
+    /// User for session-key authentication, instead of the token.
+    login: Option<SplunkLogin>,
+    /// The HTTP Event Collector for test events.
+    hec: Option<SplunkHec>,
+    /// The session key from `auth/login`, once logged in.
+    session: Mutex<Option<Zeroizing<String>>>,
     /// The caller's client: timeouts, pool, TLS.
     http: Client,
 }
@@ -185,6 +225,9 @@ impl SplunkConnector {
             owner: settings.owner.clone(),
             app: settings.app.clone(),
             token: settings.token.clone(),
+            login: settings.login.clone(),
+            hec: settings.hec.clone(),
+            session: Mutex::new(None),
             http,
         }
     }
@@ -199,7 +242,10 @@ impl SplunkConnector {
             JobAction::DeployRule { rule } => self.deploy(rule).await.map(|hash| ActionOk {
                 content_hash: Some(hash),
             }),
-            JobAction::DisableRule { rule } => self.disable(&rule.rule_id).await.map(|()| none()),
+            JobAction::DisableRule { rule } => self
+                .set_enabled(&rule.rule_id, false)
+                .await
+                .map(|()| none()),
             JobAction::DeleteRule { rule } => self.delete(&rule.rule_id).await.map(|()| none()),
             JobAction::CheckConnection => self.check_connection().await.map(|()| none()),
             _ => {
@@ -223,7 +269,7 @@ impl SplunkConnector {
 
         let create = self.http.post(self.url(&[])?).form(&form);
         match self.send("create", create).await {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(Failure {
                 status: Some(409), ..
             }) => {
@@ -236,17 +282,220 @@ impl SplunkConnector {
         Ok(content_hash(&fields))
     }
 
-    /// Disables the rule's saved search (`disabled=1`); it stays in Splunk.
+    /// Disables (`disabled=1`) or enables (`disabled=0`) the rule's saved
+    /// search; it stays in Splunk.
     ///
     /// # Errors
     /// [`ErrorClass::NotFound`] when it does not exist, or the call's class.
-    pub async fn disable(&self, rule_id: &Uuid) -> Result<(), ErrorClass> {
+    pub async fn set_enabled(&self, rule_id: &Uuid, enabled: bool) -> Result<(), ErrorClass> {
         let name = managed_rule_name(rule_id);
         let request = self
             .http
             .post(self.url(&[&name])?)
-            .form(&[("disabled", "1")]);
-        self.send("disable", request).await.map_err(|f| f.class)
+            .form(&[("disabled", if enabled { "0" } else { "1" })]);
+        self.send("set_enabled", request)
+            .await
+            .map(|_| ())
+            .map_err(|f| f.class)
+    }
+
+    /// The [`content_hash`] of the saved search as Splunk reports it (the
+    /// deployed fields only, booleans and numbers normalised to strings).
+    ///
+    /// # Errors
+    /// [`ErrorClass::NotFound`] when it does not exist, or the call's class.
+    pub async fn content_hash(&self, rule_id: &Uuid) -> Result<[u8; 32], ErrorClass> {
+        let name = managed_rule_name(rule_id);
+        let body = self
+            .send("read", self.http.get(self.url(&[&name])?))
+            .await
+            .map_err(|f| f.class)?;
+        let feed: Value = serde_json::from_slice(&body).map_err(|_| ErrorClass::SiemError)?;
+        let content = feed
+            .pointer("/entry/0/content")
+            .ok_or(ErrorClass::SiemError)?;
+        let keys: Vec<&str> = deployed_fields_keys();
+        let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        for key in keys {
+            let value = match content.get(key) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::Bool(b)) => if *b { "1" } else { "0" }.to_owned(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            fields.insert(key.to_owned(), value);
+        }
+        Ok(content_hash(&fields))
+    }
+
+    /// Ids of the `picket-<uuid>` saved searches in the namespace, over every page.
+    ///
+    /// # Errors
+    /// The call's class.
+    pub async fn list_managed(&self) -> Result<Vec<Uuid>, ErrorClass> {
+        let mut ids = Vec::new();
+        let mut offset = 0usize;
+        for _ in 0..MAX_PAGES {
+            let request = self
+                .http
+                .get(self.url(&[])?)
+                .query(&[("count", PAGE.to_string()), ("offset", offset.to_string())]);
+            let body = self.send("list", request).await.map_err(|f| f.class)?;
+            let feed: Value = serde_json::from_slice(&body).map_err(|_| ErrorClass::SiemError)?;
+            let entries = feed
+                .get("entry")
+                .and_then(Value::as_array)
+                .ok_or(ErrorClass::SiemError)?;
+            ids.extend(
+                entries
+                    .iter()
+                    .filter_map(|e| e.get("name").and_then(Value::as_str))
+                    .filter_map(managed_rule_id),
+            );
+            let total = feed
+                .pointer("/paging/total")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            offset += entries.len();
+            if entries.is_empty() || offset as u64 >= total {
+                return Ok(ids);
+            }
+        }
+        Err(ErrorClass::SiemError)
+    }
+
+    /// Sends test events to HEC (`/services/collector/event`) into the test
+    /// index with `source=picket_test`.
+    ///
+    /// # Errors
+    /// `malformed_job` without HEC settings; a refused HEC token is
+    /// `auth_failed`; a HEC answer with a non-zero `code` is `siem_error`.
+    pub async fn inject_test_events(&self, events: &[TestEvent]) -> Result<u64, ErrorClass> {
+        let hec = self.hec.as_ref().ok_or(ErrorClass::MalformedJob)?;
+        let base = parse_base_url(&hec.url).ok_or(ErrorClass::MalformedJob)?;
+        let url = super::http::join(&base, &["services", "collector", "event"])?;
+        let mut body = String::new();
+        for event in events {
+            body.push_str(
+                &json!({
+                    "time": event.time,
+                    "index": hec.test_index,
+                    "source": TEST_MARKER,
+                    "sourcetype": "picket:test",
+                    "event": event.fields,
+                })
+                .to_string(),
+            );
+            body.push('\n');
+        }
+        let request = self
+            .http
+            .post(url)
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("Splunk {}", hec.token.expose()),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let reply = super::http::send("splunk", "hec", request)
+            .await
+            .map_err(|f| match f.status {
+                // HEC answers a missing token 401 and an invalid one 403.
+                Some(401 | 403) => ErrorClass::AuthFailed,
+                _ => f.class,
+            })?;
+        #[derive(Deserialize)]
+        struct HecReply {
+            code: i64,
+        }
+        let answer: HecReply = reply.json()?;
+        if answer.code != 0 {
+            return Err(ErrorClass::SiemError);
+        }
+        Ok(events.len() as u64)
+    }
+
+    /// Runs a oneshot search and returns its first result row.
+    async fn oneshot(&self, op: &'static str, search: &str) -> Result<Value, ErrorClass> {
+        let mut url = self.base.clone().ok_or(ErrorClass::MalformedJob)?;
+        url.path_segments_mut()
+            .map_err(|()| ErrorClass::MalformedJob)?
+            .pop_if_empty()
+            .extend(["services", "search", "jobs"]);
+        let request = self
+            .http
+            .post(url)
+            .form(&[("search", search), ("exec_mode", "oneshot")]);
+        let body = self.send(op, request).await.map_err(|f| match f.status {
+            // A search Splunk cannot parse is refused with 400.
+            Some(400) => ErrorClass::QueryInvalid,
+            _ => f.class,
+        })?;
+        let reply: Value = serde_json::from_slice(&body).map_err(|_| ErrorClass::SiemError)?;
+        Ok(reply.pointer("/results/0").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Counts test events matching `filter` (SPL terms) in the window.
+    ///
+    /// # Errors
+    /// `malformed_job` without HEC settings (no test index); a search error
+    /// (400, or 200 with an `ERROR` message) is `query_invalid` / `siem_error`.
+    pub async fn count_test_matches(
+        &self,
+        filter: &str,
+        window: TimeWindow,
+    ) -> Result<u64, ErrorClass> {
+        let hec = self.hec.as_ref().ok_or(ErrorClass::MalformedJob)?;
+        let search = format!(
+            "search index={} source={} earliest={} latest={} | search {filter} | stats count",
+            spl_quote(&hec.test_index),
+            spl_quote(TEST_MARKER),
+            window.from,
+            window.to
+        );
+        let row = self.oneshot("count", &search).await?;
+        row_number(&row, "count").ok_or(ErrorClass::SiemError)
+    }
+
+    /// The saved search's scheduler records in the window, reduced to numbers.
+    ///
+    /// # Errors
+    /// The call's class.
+    pub async fn rule_health(
+        &self,
+        rule_id: &Uuid,
+        window: TimeWindow,
+    ) -> Result<RuleHealth, ErrorClass> {
+        let name = managed_rule_name(rule_id);
+        let search = format!(
+            "search index=_internal sourcetype=scheduler savedsearch_name={} earliest={} latest={} \
+             | stats count(eval(status=\"success\")) as succeeded count(eval(status=\"skipped\")) as skipped \
+             count(eval(status!=\"success\" AND status!=\"skipped\")) as failed \
+             sum(eval(if(status=\"success\", result_count, 0))) as results \
+             count(eval(status=\"success\" AND result_count>0)) as alerts max(_time) as last_run latest(run_time) as run_time",
+            spl_quote(&name),
+            window.from,
+            window.to
+        );
+        let row = self.oneshot("health", &search).await?;
+        let seconds = row
+            .get("run_time")
+            .and_then(|v| {
+                v.as_str()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .or_else(|| v.as_f64())
+            })
+            .filter(|s| s.is_finite() && *s >= 0.0);
+        Ok(RuleHealth {
+            runs_succeeded: row_number(&row, "succeeded").unwrap_or(0),
+            runs_failed: row_number(&row, "failed").unwrap_or(0),
+            runs_skipped: row_number(&row, "skipped").unwrap_or(0),
+            results_total: Some(row_number(&row, "results").unwrap_or(0)),
+            alerts_fired: Some(row_number(&row, "alerts").unwrap_or(0)),
+            last_run_at: row_number(&row, "last_run").and_then(|t| i64::try_from(t).ok()),
+            last_run_duration_ms: seconds.map(|s| (s * 1000.0).round() as u64),
+            gap_ms: None,
+        })
     }
 
     /// Deletes the rule's saved search.
@@ -256,7 +505,10 @@ impl SplunkConnector {
     pub async fn delete(&self, rule_id: &Uuid) -> Result<(), ErrorClass> {
         let name = managed_rule_name(rule_id);
         let request = self.http.delete(self.url(&[&name])?);
-        self.send("delete", request).await.map_err(|f| f.class)
+        self.send("delete", request)
+            .await
+            .map(|_| ())
+            .map_err(|f| f.class)
     }
 
     /// Checks that Splunk answers and accepts the token (`GET /services/server/info`).
@@ -272,6 +524,7 @@ impl SplunkConnector {
         let request = self.http.get(url);
         self.send("check_connection", request)
             .await
+            .map(|_| ())
             .map_err(|f| f.class)
     }
 
@@ -292,10 +545,82 @@ impl SplunkConnector {
         Ok(url)
     }
 
-    /// Sends one call with the token and `output_mode=json`, then checks the answer.
-    async fn send(&self, op: &'static str, request: RequestBuilder) -> Result<(), Failure> {
+    /// The `Authorization` value: the session key (logging in when there is
+    /// none yet) or the bearer token.
+    async fn authorization(&self) -> Result<Zeroizing<String>, Failure> {
+        let Some(login) = &self.login else {
+            return Ok(Zeroizing::new(format!("Bearer {}", self.token.expose())));
+        };
+        if let Some(key) = self
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(Zeroizing::new(format!("Splunk {}", key.as_str())));
+        }
+        let mut url = self.base.clone().ok_or(ErrorClass::MalformedJob)?;
+        url.path_segments_mut()
+            .map_err(|()| ErrorClass::MalformedJob)?
+            .pop_if_empty()
+            .extend(["services", "auth", "login"]);
+        let request = self.http.post(url).form(&[
+            ("username", login.username.as_str()),
+            ("password", login.password.expose()),
+            ("output_mode", "json"),
+        ]);
+        let reply = super::http::send("splunk", "login", request)
+            .await
+            .map_err(|f| Failure {
+                status: f.status,
+                class: f.class,
+            })?;
+        #[derive(Deserialize)]
+        struct Login {
+            #[serde(rename = "sessionKey")]
+            session_key: Zeroizing<String>,
+        }
+        let key: Login = reply.json().map_err(Failure::from)?;
+        let header = Zeroizing::new(format!("Splunk {}", key.session_key.as_str()));
+        *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(key.session_key);
+        Ok(header)
+    }
+
+    /// Sends one call with the credential and `output_mode=json`, then checks
+    /// the answer and returns its body. With session-key auth, a 401 (the
+    /// session expired) logs in again and resends once.
+    async fn send(&self, op: &'static str, request: RequestBuilder) -> Result<Vec<u8>, Failure> {
+        let again = if self.login.is_some() {
+            request.try_clone()
+        } else {
+            None
+        };
+        match self.send_once(op, request).await {
+            Err(Failure {
+                status: Some(401), ..
+            }) if again.is_some() => {
+                tracing::debug!(op, "Splunk session refused; logging in again once");
+                *self.session.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                match again {
+                    Some(request) => self.send_once(op, request).await,
+                    None => Err(Failure::from(ErrorClass::Internal)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(
+        &self,
+        op: &'static str,
+        request: RequestBuilder,
+    ) -> Result<Vec<u8>, Failure> {
+        let auth = self.authorization().await?;
+        let mut value = reqwest::header::HeaderValue::from_str(&auth)
+            .map_err(|_| Failure::from(ErrorClass::MalformedJob))?;
+        value.set_sensitive(true);
         let response = request
-            .bearer_auth(self.token.expose())
+            .header(reqwest::header::AUTHORIZATION, value)
             .query(&[("output_mode", "json")])
             .send()
             .await
@@ -314,9 +639,9 @@ impl SplunkConnector {
             });
         }
         match check_reply(response).await {
-            Ok(()) => {
+            Ok(body) => {
                 tracing::debug!(op, status, "Splunk call succeeded");
-                Ok(())
+                Ok(body)
             }
             Err(class) => {
                 tracing::debug!(op, status, class = class.as_str(), "Splunk call failed");
@@ -329,13 +654,48 @@ impl SplunkConnector {
     }
 }
 
+/// The keys [`deployed_fields`] sets.
+fn deployed_fields_keys() -> Vec<&'static str> {
+    vec![
+        "search",
+        "description",
+        "cron_schedule",
+        "is_scheduled",
+        "disabled",
+        "dispatch.earliest_time",
+        "dispatch.latest_time",
+        "alert_type",
+        "alert_comparator",
+        "alert_threshold",
+        "alert.track",
+        "alert.severity",
+        "actions",
+    ]
+}
+
+/// `"text"` with `\` and `"` escaped, for a value inside an SPL search.
+fn spl_quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A non-negative integer cell of a result row (Splunk sends numbers as strings).
+fn row_number(row: &Value, name: &str) -> Option<u64> {
+    let cell = row.get(name)?;
+    cell.as_u64().or_else(|| {
+        cell.as_str()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f as u64)
+    })
+}
+
 fn none() -> ActionOk {
     ActionOk { content_hash: None }
 }
 
 /// Reads a 2xx body (bounded) and fails when it is not Splunk's JSON or
-/// reports an error message. The body is dropped here, unlogged.
-async fn check_reply(mut response: Response) -> Result<(), ErrorClass> {
+/// reports an error message. The body is never logged.
+async fn check_reply(mut response: Response) -> Result<Vec<u8>, ErrorClass> {
     if response
         .content_length()
         .is_some_and(|len| len > MAX_REPLY_BYTES as u64)
@@ -349,7 +709,8 @@ async fn check_reply(mut response: Response) -> Result<(), ErrorClass> {
         }
         body.extend_from_slice(&chunk);
     }
-    reply_status(&body)
+    reply_status(&body)?;
+    Ok(body)
 }
 
 /// Whether a 2xx body means success: empty, or a JSON object whose `messages`

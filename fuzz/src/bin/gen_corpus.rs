@@ -13,7 +13,8 @@ use std::path::Path;
 
 use picket_proto::{
     AgentMsg, AgentVersion, B64, Challenge, ConnectionInfo, Credential, EnrollmentToken,
-    ErrorClass, Hello, JobAction, JobHeader, JobResult, JobSpec, KeyFingerprint, Outcome, RuleRef,
+    ErrorClass, Hello, JobAction, JobHeader, JobResult, JobSpec, KeyFingerprint, KeyLink,
+    KeysRotated, Outcome, RotateKeys, RuleRef,
     RuleSpec, Schedule, SealedJob, ServerMsg, Severity, SiemKind, SiemSettings, SiemTarget,
     SplunkSettings, Welcome, encode,
 };
@@ -37,6 +38,8 @@ fn spec(action: JobAction) -> JobSpec {
                 app: "search".into(),
                 owner: "nobody".into(),
                 token: Credential::new("fuzz-token".into()),
+                login: None,
+                hec: None,
             }),
         },
         action,
@@ -115,6 +118,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         ServerMsg::Challenge(Challenge {
             nonce: B64([7; 32]),
             server_key: picket_fuzz::server_key().fingerprint(),
+            key_chain: Vec::new(),
         }),
         ServerMsg::Welcome(Welcome {
             agent_id: Uuid::from_u128(2),
@@ -139,6 +143,23 @@ fn main() -> Result<(), Box<dyn Error>> {
         ServerMsg::Revoked {
             proof: B64([3; 64]),
         },
+        // Key rotation (issue 3).
+        ServerMsg::Challenge(Challenge {
+            nonce: B64([7; 32]),
+            server_key: picket_fuzz::server_key().fingerprint(),
+            key_chain: vec![KeyLink {
+                public: B64(picket_fuzz::server_key().verifying_key().to_bytes()),
+                prev_key_id: KeyFingerprint([0xab; 32]),
+                prev_valid_until: 1_800_000_000,
+                sig: B64([5; 64]),
+            }],
+        }),
+        ServerMsg::RequestKeyRotation,
+        ServerMsg::KeysRotated(KeysRotated {
+            ed25519_public: B64([1; 32]),
+            x25519_public: B64([2; 32]),
+            proof: B64([3; 64]),
+        }),
     ];
     for msg in &server_frames {
         write(&frames, encode(msg)?.as_bytes())?;
@@ -161,6 +182,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             content_hash: Some(B64([4; 32])),
         }),
         AgentMsg::Pong { t: 17 },
+        AgentMsg::RotateKeys(RotateKeys {
+            x25519_public: B64([1; 32]),
+            ed25519_public: B64([2; 32]),
+            old_sig: B64([3; 64]),
+            new_sig: B64([4; 64]),
+        }),
     ];
     for msg in &agent_frames {
         write(&frames, encode(msg)?.as_bytes())?;

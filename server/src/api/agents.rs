@@ -1,4 +1,4 @@
-//! The fleet: agents, liveness and latest health; revocation (admin).
+//! The fleet: agents, liveness and latest health; revocation and key-rotation requests (admin).
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::auth::{Auth, perm};
 use crate::error::ApiResult;
 use crate::service::agents::{self, AgentView};
+use crate::service::key_rotation;
 use crate::time::{rfc3339, unix_now};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -20,6 +21,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/agents", get(list))
         .route("/v1/agents/{id}", get(show))
         .route("/v1/agents/{id}/revoke", post(revoke))
+        .route("/v1/agents/{id}/rotate-keys", post(rotate_keys))
 }
 
 /// Derived fleet status.
@@ -52,9 +54,10 @@ pub struct SiemHealthView {
 /// Latest health.
 #[derive(Serialize, ToSchema)]
 pub struct HealthView {
-    /// When the server received it (RFC 3339).
+    /// When the agent took these figures (its `taken_at`, RFC 3339): a report
+    /// buffered while the agent was offline keeps its own time.
     pub reported_at: String,
-    /// Seconds since it was received.
+    /// Seconds since the figures were taken.
     pub age_secs: i64,
     /// Agent uptime.
     pub uptime_secs: i64,
@@ -93,6 +96,10 @@ pub struct AgentResponse {
     pub last_seen_at: Option<String>,
     /// Latest health report.
     pub health: Option<HealthView>,
+    /// When the agent last rotated its keys (RFC 3339), if ever.
+    pub keys_rotated_at: Option<String>,
+    /// When an admin asked for a key rotation that has not happened yet (RFC 3339).
+    pub rotation_requested_at: Option<String>,
 }
 
 fn view(state: &AppState, v: AgentView) -> AgentResponse {
@@ -142,6 +149,8 @@ fn view(state: &AppState, v: AgentView) -> AgentResponse {
         enrolled_at: rfc3339(v.agent.enrolled_at),
         last_seen_at: v.agent.last_seen_at.map(rfc3339),
         health,
+        keys_rotated_at: v.agent.keys_rotated_at.map(rfc3339),
+        rotation_requested_at: v.agent.rotate_requested_at.map(rfc3339),
     }
 }
 
@@ -149,7 +158,7 @@ fn view(state: &AppState, v: AgentView) -> AgentResponse {
 #[utoipa::path(get, path = "/v1/agents", responses((status = 200, body = [AgentResponse])))]
 pub async fn list(
     State(state): State<AppState>,
-    user: Auth<perm::View>,
+    user: Auth<perm::ReadAgents>,
 ) -> ApiResult<Json<Vec<AgentResponse>>> {
     let all = agents::list(&state.db, user.tenant_id).await?;
     Ok(Json(all.into_iter().map(|v| view(&state, v)).collect()))
@@ -159,7 +168,7 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/agents/{id}", params(("id" = Uuid, Path)), responses((status = 200, body = AgentResponse), (status = 404)))]
 pub async fn show(
     State(state): State<AppState>,
-    user: Auth<perm::View>,
+    user: Auth<perm::ReadAgents>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<AgentResponse>> {
     let v = agents::get(&state.db, user.tenant_id, id).await?;
@@ -179,5 +188,23 @@ pub async fn revoke(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<AgentResponse>> {
     let v = agents::revoke(&state, admin.tenant_id, admin.id, id).await?;
+    Ok(Json(view(&state, v)))
+}
+
+/// Asks an agent to rotate its key pairs (admin only, audited as
+/// `agent.rotate_keys_request`). The request is stored and sent at once to a
+/// live connection, else at the agent's next connection; the agent then
+/// proves new keys with its current identity (`agent.rotate_keys`), after
+/// which its old identity key is refused. `rotation_requested_at` stays set
+/// until the rotation happened (`keys_rotated_at`).
+#[utoipa::path(post, path = "/v1/agents/{id}/rotate-keys", params(("id" = Uuid, Path)),
+    responses((status = 200, body = AgentResponse), (status = 403), (status = 404), (status = 409, description = "agent_revoked")))]
+pub async fn rotate_keys(
+    State(state): State<AppState>,
+    admin: Auth<perm::Administer>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<AgentResponse>> {
+    key_rotation::request(&state, &admin, id).await?;
+    let v = agents::get(&state.db, admin.tenant_id, id).await?;
     Ok(Json(view(&state, v)))
 }

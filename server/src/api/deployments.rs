@@ -137,7 +137,7 @@ fn view(d: deployment::Model, approvals: Vec<approval::Model>) -> DeploymentView
     responses((status = 201, body = DeploymentView), (status = 400), (status = 404)))]
 pub async fn request(
     State(state): State<AppState>,
-    user: Auth<perm::Author>,
+    user: Auth<perm::RequestDeployment>,
     ApiJson(req): ApiJson<DeploymentRequest>,
 ) -> ApiResult<(StatusCode, Json<DeploymentView>)> {
     let d = deployments::request(

@@ -2,19 +2,26 @@
 //! layers: body size limit, security headers, request tracing.
 //!
 //! # Layout
-//! - [`accounts`]: claim, login, logout, me, users.
+//! - [`accounts`]: claim/sign-up, login, logout, invitations accepted, me
+//!   (password, sessions), users and roles.
+//! - [`invitations`]: invitations (admin).
+//! - [`api_keys`]: API keys (admin).
 //! - [`enrollment`]: enrollment tokens (admin) and `POST /v1/agent/enroll` (agents).
 //! - [`agents`]: the fleet.
 //! - [`connections`]: SIEM connections (credentials write-only).
 //! - [`rules`]: rules and versions.
 //! - [`deployments`]: requests, approvals, status.
+//! - [`audit`]: the audit log: events, checkpoints, proofs, exports.
 //! - [`openapi`]: the OpenAPI document.
 
 pub mod accounts;
 pub mod agents;
+pub mod api_keys;
+pub mod audit;
 pub mod connections;
 pub mod deployments;
 pub mod enrollment;
+pub mod invitations;
 pub mod openapi;
 pub mod rules;
 
@@ -128,6 +135,32 @@ where
     }
 }
 
+/// Makes the client's IP and user agent (and whether it is the browser
+/// console) known to every audit event recorded while serving the request.
+async fn audit_context(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let headers = req.headers();
+    let client_ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let console = headers.get(header::AUTHORIZATION).is_none()
+        && headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|c| c.contains(crate::auth::SESSION_COOKIE));
+    let ctx = crate::audit::RequestContext {
+        client_ip,
+        user_agent,
+        console,
+    };
+    crate::audit::with_request(ctx, next.run(req)).await
+}
+
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
@@ -158,15 +191,26 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }
 
+/// The Content-Security-Policy of every response: only same-origin scripts,
+/// styles, images and connections, never inline; no framing; no plugins.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
+
+/// HSTS sent when the server serves TLS itself: one year, subdomains included.
+pub const HSTS: &str = "max-age=31536000; includeSubDomains";
+
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
+    let hsts = state.config.tls.is_some();
     let api = Router::new()
         .merge(accounts::router())
+        .merge(invitations::router())
+        .merge(api_keys::router())
         .merge(enrollment::router())
         .merge(agents::router())
         .merge(connections::router())
         .merge(rules::router())
         .merge(deployments::router())
+        .merge(audit::router())
         .merge(openapi::router());
     Router::new()
         .route("/", get(index))
@@ -175,6 +219,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(audit_context))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -190,9 +235,28 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-            ),
+            HeaderValue::from_static(CSP),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::HeaderName::from_static("permissions-policy"),
+            HeaderValue::from_static("camera=(), microphone=(), geolocation=()"),
+        ))
+        .layer(axum::middleware::map_response(
+            move |mut res: axum::response::Response| async move {
+                // HSTS only when this process terminates TLS: over plain HTTP the
+                // header is meaningless, and behind a proxy the proxy sets it.
+                if hsts {
+                    res.headers_mut().insert(
+                        header::STRICT_TRANSPORT_SECURITY,
+                        HeaderValue::from_static(HSTS),
+                    );
+                }
+                res
+            },
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,

@@ -146,7 +146,7 @@ pub async fn create(
     user: Auth<perm::Author>,
     ApiJson(req): ApiJson<RuleRequest>,
 ) -> ApiResult<(StatusCode, Json<RuleView>)> {
-    let (r, v) = rules::create(&state.db, user.tenant_id, user.id, req.into()).await?;
+    let (r, v) = rules::create(&state.db, &user, req.into()).await?;
     Ok((StatusCode::CREATED, Json(rule_view(r, vec![v]))))
 }
 
@@ -159,7 +159,7 @@ pub async fn add_version(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(req): ApiJson<RuleRequest>,
 ) -> ApiResult<(StatusCode, Json<VersionView>)> {
-    let v = rules::add_version(&state.db, user.tenant_id, id, user.id, req.into()).await?;
+    let v = rules::add_version(&state.db, &user, id, req.into()).await?;
     Ok((StatusCode::CREATED, Json(v.into())))
 }
 

@@ -18,7 +18,12 @@ use sea_orm_migration::MigratorTrait as _;
 /// pending migration.
 ///
 /// SQLite: WAL journal (readers never block the writer), `synchronous=NORMAL`
-/// (durable at each checkpoint, safe under WAL), a 5 s busy timeout, foreign keys on.
+/// (durable at each checkpoint, safe under WAL), a 5 s busy timeout, foreign keys on,
+/// and one pooled connection. Why one: sea-orm opens every transaction with a
+/// plain (deferred) `BEGIN`; a transaction that reads and then writes while
+/// another connection commits fails at once with `SQLITE_BUSY` (the busy
+/// timeout does not apply to that upgrade), which surfaced as a sporadic 1011
+/// on agent sessions. SQLite has a single writer anyway; PostgreSQL keeps a pool.
 ///
 /// # Errors
 /// If the database cannot be opened or a migration fails.
@@ -28,7 +33,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10));
     if url.starts_with("sqlite:") {
-        opts.max_connections(8)
+        opts.max_connections(1)
             .min_connections(1)
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)

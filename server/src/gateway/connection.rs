@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use picket_proto::{AgentMsg, B64, Challenge, ConnectionInfo, Hello, ServerMsg, SiemKind, Welcome};
+use picket_proto::{AgentMsg, B64, Challenge, ConnectionInfo, Hello, ServerMsg, Welcome};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 use tokio::sync::mpsc;
@@ -29,15 +29,23 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::registry::Command;
+use super::witness;
 use crate::AppState;
 use crate::audit::{self, Actor, Event, Outcome, Source};
 use crate::db::entity::agent;
 use crate::service::health::HealthItem;
-use crate::service::{connections, jobs};
+use crate::service::{connections, jobs, key_rotation};
 use crate::time::unix_now;
 
 /// Time an agent has to answer the challenge.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How far ahead of the server's clock a health report's `taken_at` may be.
+pub const HEALTH_MAX_FUTURE_SECS: i64 = 300;
+/// How old a health report's `taken_at` may be: the agent buffers at most 60
+/// reports offline, at most one per `health_secs` (≤ 3600 s), so 60 h covers
+/// the longest legitimate backlog.
+pub const HEALTH_MAX_AGE_SECS: i64 = 60 * 3600;
 
 /// Close codes (RFC 6455).
 const POLICY_VIOLATION: u16 = 1008;
@@ -55,6 +63,15 @@ enum End {
     Protocol(&'static str),
     TooBig,
     Internal,
+    /// A security refusal mid-session (e.g. a key-rotation proof), close 1008.
+    Refused(&'static str),
+}
+
+/// Logs a storage failure that ends a session (close 1011), so the cause is
+/// never lost behind "internal error".
+fn internal(what: &str, e: &dyn std::fmt::Display) -> End {
+    tracing::error!(error = %e, "{what} failed; closing the session");
+    End::Internal
 }
 
 /// Whether a read error is the WebSocket layer refusing a frame or message
@@ -112,6 +129,7 @@ fn audit_denied(
         resource_id: agent_id.map(|a| a.to_string()),
         source: Source::Agent,
         client_ip: peer.map(|p| p.ip().to_string()),
+        user_agent: None,
         outcome: Outcome::Denied,
         details: serde_json::json!({ "reason": reason }),
     }
@@ -138,6 +156,7 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         &ServerMsg::Challenge(Challenge {
             nonce: B64(nonce),
             server_key: state.keys.fingerprint,
+            key_chain: state.keys.chain.clone(),
         }),
     )
     .await
@@ -200,13 +219,18 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         }
     };
     if !verify_hello(&hello, &nonce, &state, &agent_row) {
+        let reason = if hello_used_superseded_key(&hello, &nonce, &state, &agent_row) {
+            "agent key superseded by rotation"
+        } else {
+            "bad signature"
+        };
         return reject(
             &state,
             &mut socket,
             peer,
             Some(agent_row.id),
             Some(agent_row.tenant_id),
-            "bad signature",
+            reason,
         )
         .await;
     }
@@ -222,7 +246,7 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         )
         .await;
     }
-    let end = session(&state, &mut socket, peer, &agent_row, max).await;
+    let end = session(&state, &mut socket, peer, &agent_row, max, &nonce).await;
     let reason = match end {
         End::Closed => "closed by agent",
         End::Idle => "idle timeout",
@@ -232,6 +256,7 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         End::Protocol(r) => r,
         End::TooBig => "frame over max_frame_bytes",
         End::Internal => "internal error",
+        End::Refused(r) => r,
     };
     match end {
         End::Idle => close(&mut socket, GOING_AWAY, "idle timeout").await,
@@ -251,6 +276,7 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         End::Protocol(r) => close(&mut socket, INVALID_DATA, r).await,
         End::TooBig => close(&mut socket, MESSAGE_TOO_BIG, "frame over max_frame_bytes").await,
         End::Internal => close(&mut socket, 1011, "internal error").await,
+        End::Refused(r) => close(&mut socket, POLICY_VIOLATION, r).await,
         End::Closed => {}
     }
     let _ = agent::Entity::update_many()
@@ -286,6 +312,25 @@ fn verify_hello(
     picket_shared::keys::verify_signature(&pk, &msg, &hello.signature.0).is_ok()
 }
 
+/// Whether the `Hello` verifies under the identity key the agent replaced in
+/// its last key rotation: then the refusal can say so precisely.
+fn hello_used_superseded_key(
+    hello: &Hello,
+    nonce: &[u8; 32],
+    state: &AppState,
+    agent_row: &agent::Model,
+) -> bool {
+    let Some(Ok(pk)) = agent_row
+        .previous_ed25519_public
+        .as_deref()
+        .map(<[u8; 32]>::try_from)
+    else {
+        return false;
+    };
+    let msg = Hello::signing_bytes(nonce, &hello.agent_id, &state.keys.fingerprint);
+    picket_shared::keys::verify_signature(&pk, &msg, &hello.signature.0).is_ok()
+}
+
 async fn reject(
     state: &AppState,
     socket: &mut WebSocket,
@@ -305,6 +350,7 @@ async fn session(
     peer: Option<SocketAddr>,
     a: &agent::Model,
     max: usize,
+    nonce: &[u8; 32],
 ) -> End {
     let (tx, mut rx) = mpsc::channel(4);
     let _registration = state.registry.register(a.id, tx);
@@ -334,7 +380,7 @@ async fn session(
     }
     let conns = match connections::for_agent(&state.db, a.tenant_id, a.id).await {
         Ok(c) => c,
-        Err(_) => return End::Internal,
+        Err(e) => return internal("loading the agent's connections", &e),
     };
     let welcome = Welcome {
         agent_id: a.id,
@@ -343,11 +389,13 @@ async fn session(
         max_frame_bytes: state.config.max_frame_bytes,
         connections: conns
             .into_iter()
-            .map(|c| ConnectionInfo {
-                connection_id: c.id,
-                name: c.name,
-                kind: SiemKind::Splunk,
-                base_url: c.base_url,
+            .filter_map(|c| {
+                Some(ConnectionInfo {
+                    kind: connections::kind_of(&c)?,
+                    connection_id: c.id,
+                    name: c.name,
+                    base_url: c.base_url,
+                })
             })
             .collect(),
     };
@@ -355,6 +403,9 @@ async fn session(
         return End::Closed;
     }
     tracing::info!(agent_id = %a.id, ?peer, "agent connected");
+    if a.rotate_requested_at.is_some() && !send(socket, &ServerMsg::RequestKeyRotation).await {
+        return End::Closed;
+    }
 
     let heartbeat = Duration::from_secs(u64::from(state.config.heartbeat_secs));
     let idle_limit = heartbeat * 3;
@@ -367,6 +418,12 @@ async fn session(
     if let Err(end) = deliver(state, socket, a.id, &mut sent_seq).await {
         return end;
     }
+    let mut checkpoints = state.audit.subscribe();
+    if let Some(m) = witness::initial(state, a.tenant_id).await
+        && !send(socket, &m).await
+    {
+        return End::Closed;
+    }
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => return End::Shutdown,
@@ -378,8 +435,22 @@ async fn session(
                     }
                 }
                 Some(Command::Revoke) => return End::Revoked,
+                Some(Command::RequestKeyRotation) => {
+                    if !send(socket, &ServerMsg::RequestKeyRotation).await {
+                        return End::Closed;
+                    }
+                }
                 Some(Command::Replaced) | None => return End::Replaced,
             },
+            c = checkpoints.recv() => {
+                // A lagged receiver only missed older checkpoints; the next one supersedes them.
+                if let Ok(c) = c
+                    && let Some(m) = witness::checkpoint_msg(&c, a.tenant_id)
+                    && !send(socket, &m).await
+                {
+                    return End::Closed;
+                }
+            }
             _ = ping.tick() => {
                 ping_counter += 1;
                 if !send(socket, &ServerMsg::Ping { t: ping_counter }).await {
@@ -402,7 +473,7 @@ async fn session(
                         return End::Protocol("malformed frame");
                     }
                 };
-                if let Err(end) = handle(state, socket, a, msg).await {
+                if let Err(end) = handle(state, socket, a, msg, nonce).await {
                     return end;
                 }
             }
@@ -418,7 +489,7 @@ async fn deliver(
 ) -> Result<(), End> {
     let pending = jobs::undelivered(&state.db, agent_id, *sent_seq)
         .await
-        .map_err(|_| End::Internal)?;
+        .map_err(|e| internal("listing undelivered jobs", &e))?;
     for (row, sealed) in pending {
         if !send(socket, &ServerMsg::Job { job: sealed }).await {
             return Err(End::Closed);
@@ -426,7 +497,7 @@ async fn deliver(
         *sent_seq = row.seq;
         jobs::mark_sent(&state.db, row.id)
             .await
-            .map_err(|_| End::Internal)?;
+            .map_err(|e| internal("marking a job sent", &e))?;
         tracing::debug!(%agent_id, job_id = %row.id, seq = row.seq, "job sent");
     }
     Ok(())
@@ -437,6 +508,7 @@ async fn handle(
     socket: &mut WebSocket,
     a: &agent::Model,
     msg: AgentMsg,
+    nonce: &[u8; 32],
 ) -> Result<(), End> {
     match msg {
         AgentMsg::Hello(_) => return Err(End::Protocol("hello after handshake")),
@@ -444,28 +516,73 @@ async fn handle(
         AgentMsg::JobAck { job_id } => {
             jobs::mark_acked(&state.db, a.tenant_id, a.id, job_id)
                 .await
-                .map_err(|_| End::Internal)?;
+                .map_err(|e| internal("recording a job ack", &e))?;
         }
         AgentMsg::JobResult(r) => {
             let ours = jobs::record_result(&state.db, a.tenant_id, a.id, &r)
                 .await
-                .map_err(|_| End::Internal)?;
+                .map_err(|e| internal("recording a job result", &e))?;
             if ours {
                 tracing::info!(agent_id = %a.id, job_id = %r.job_id, outcome = r.outcome.as_str(), error_class = r.error_class.map(|c| c.as_str()), "job result");
                 if !send(socket, &ServerMsg::ResultAck { job_id: r.job_id }).await {
                     return Err(End::Closed);
                 }
             } else {
-                tracing::warn!(agent_id = %a.id, job_id = %r.job_id, "result for a job this agent does not have");
+                // E.g. a job sealed to another agent delivered on this
+                // session: the agent refused it (`wrong_agent`); keep a trace.
+                tracing::warn!(agent_id = %a.id, job_id = %r.job_id, error_class = r.error_class.map(|c| c.as_str()), "result for a job this agent does not have");
+                audit::record(
+                    &state.db,
+                    Event::agent(a.tenant_id, a.id, "job.result_foreign", "job", r.job_id)
+                        .outcome(Outcome::Denied)
+                        .details(serde_json::json!({ "outcome": r.outcome.as_str(), "error_class": r.error_class.map(|c| c.as_str()) })),
+                )
+                .await
+                .map_err(|e| internal("recording a foreign result", &e))?;
             }
         }
         AgentMsg::Health(report) => {
+            if let Some(alarm) = report.audit_alarm {
+                witness::alarm(state, a, alarm).await;
+            }
+            let now = unix_now();
+            if let Err(e) = report.check_taken_at(now, HEALTH_MAX_FUTURE_SECS, HEALTH_MAX_AGE_SECS)
+            {
+                // A bad clock on the agent must not poison the fleet view or
+                // end the session: the report is dropped, the next may be fine.
+                tracing::warn!(agent_id = %a.id, taken_at = report.taken_at, now, error = %e, "dropping a health report with an implausible taken_at");
+                return Ok(());
+            }
             state.health.submit(HealthItem {
                 tenant_id: a.tenant_id,
                 agent_id: a.id,
-                received_at: unix_now(),
+                received_at: now,
                 report,
             });
+        }
+        AgentMsg::RotateKeys(r) => {
+            match key_rotation::rotate(&state.db, &state.keys.signing, a.id, nonce, &r).await {
+                Ok(Ok(confirmed)) => {
+                    tracing::info!(agent_id = %a.id, "agent keys rotated");
+                    if !send(socket, &ServerMsg::KeysRotated(confirmed)).await {
+                        return Err(End::Closed);
+                    }
+                }
+                Ok(Err(why)) => {
+                    tracing::warn!(agent_id = %a.id, reason = why.as_str(), "agent key rotation refused");
+                    return Err(End::Refused(why.as_str()));
+                }
+                Err(e) => {
+                    tracing::error!(agent_id = %a.id, error = %e, "storing rotated agent keys failed");
+                    return Err(End::Internal);
+                }
+            }
+        }
+        AgentMsg::AuditConsistencyRequest { from, to } => {
+            let m = witness::answer(state, a.tenant_id, from, to).await;
+            if !send(socket, &m).await {
+                return Err(End::Closed);
+            }
         }
         _ => return Err(End::Protocol("unsupported message")),
     }

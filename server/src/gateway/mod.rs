@@ -17,10 +17,12 @@
 //! - [`admission`]: the connection-admission rate limit and its counters.
 //! - [`registry`]: which agent is connected where, and how to wake or revoke it.
 //! - [`connection`]: one agent session, from challenge to close.
+//! - [`witness`]: audit checkpoints pushed to agents and consistency proofs for them.
 
 pub mod admission;
 pub mod connection;
 pub mod registry;
+pub mod witness;
 
 pub use admission::Admission;
 pub use registry::Registry;

@@ -18,6 +18,8 @@ pub enum Command {
     Replaced,
     /// An admin revoked the agent: send `Revoked`, then close.
     Revoke,
+    /// An admin asked the agent to rotate its keys: send `RequestKeyRotation`.
+    RequestKeyRotation,
 }
 
 struct Entry {
@@ -76,6 +78,19 @@ impl Registry {
         match tx {
             Some(tx) => {
                 send_reliably(tx, Command::Revoke);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tells the agent's connection, if it has one here, to ask the agent
+    /// for a key rotation. Returns whether there was one.
+    pub fn request_key_rotation(&self, agent_id: Uuid) -> bool {
+        let tx = self.with(|m| m.get(&agent_id).map(|e| e.tx.clone()));
+        match tx {
+            Some(tx) => {
+                send_reliably(tx, Command::RequestKeyRotation);
                 true
             }
             None => false,

@@ -12,6 +12,7 @@ use crate::audit::{self, Event};
 use crate::db::entity::{agent, agent_health};
 use crate::error::{ApiError, ApiResult};
 use crate::service::jobs;
+use crate::service::scope::TenantScope;
 use crate::time::unix_now;
 
 /// An agent with its latest health, if any.
@@ -27,13 +28,13 @@ pub struct AgentView {
 /// # Errors
 /// On storage failure.
 pub async fn list(db: &DatabaseConnection, tenant_id: Uuid) -> ApiResult<Vec<AgentView>> {
-    let agents = agent::Entity::find()
-        .filter(agent::Column::TenantId.eq(tenant_id))
+    let agents = TenantScope::new(tenant_id)
+        .find::<agent::Entity>()
         .order_by_asc(agent::Column::EnrolledAt)
         .all(db)
         .await?;
-    let healths = agent_health::Entity::find()
-        .filter(agent_health::Column::TenantId.eq(tenant_id))
+    let healths = TenantScope::new(tenant_id)
+        .find::<agent_health::Entity>()
         .all(db)
         .await?;
     let mut by_id: std::collections::HashMap<Uuid, agent_health::Model> =
@@ -52,8 +53,9 @@ pub async fn list(db: &DatabaseConnection, tenant_id: Uuid) -> ApiResult<Vec<Age
 /// # Errors
 /// 404 if it does not exist in this tenant.
 pub async fn get(db: &DatabaseConnection, tenant_id: Uuid, id: Uuid) -> ApiResult<AgentView> {
-    let agent = agent::Entity::find_by_id(id)
-        .filter(agent::Column::TenantId.eq(tenant_id))
+    let agent = TenantScope::new(tenant_id)
+        .find::<agent::Entity>()
+        .filter(agent::Column::Id.eq(id))
         .one(db)
         .await?
         .ok_or(ApiError::NotFound("agent"))?;
@@ -88,8 +90,9 @@ pub async fn revoke(
         .exec(&txn)
         .await?;
     if res.rows_affected != 1 {
-        let exists = agent::Entity::find_by_id(agent_id)
-            .filter(agent::Column::TenantId.eq(tenant_id))
+        let exists = TenantScope::new(tenant_id)
+            .find::<agent::Entity>()
+            .filter(agent::Column::Id.eq(agent_id))
             .one(&txn)
             .await?
             .is_some();

@@ -5,20 +5,26 @@
 //! the master credential key, created lazily on first use. A credential is
 //! decrypted only to seal it into a job for the agent that serves the connection.
 
-use picket_proto::{Credential, SiemSettings, SiemTarget, SplunkSettings};
+use picket_proto::{
+    Credential, ElasticSettings, SentinelIngestion, SentinelSettings, SiemKind, SiemSettings,
+    SiemTarget, SplunkSettings,
+};
 use picket_shared::vault::TenantKey;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _,
     QueryOrder as _, Set, TransactionTrait as _,
 };
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::audit::{self, Event};
+use crate::auth::CurrentUser;
 use crate::db::entity::{agent, siem_connection, tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::ServerKeys;
+use crate::service::scope::TenantScope;
 use crate::service::validate;
 use crate::time::unix_now;
 
@@ -87,6 +93,196 @@ pub struct NewSplunk {
     pub token: zeroize::Zeroizing<String>,
 }
 
+/// The non-secret settings of a Sentinel connection, stored as JSON in
+/// `siem_connections.settings` (the ARM URL is `base_url`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelStored {
+    /// Azure subscription id (GUID).
+    pub subscription_id: String,
+    /// Resource group of the workspace.
+    pub resource_group: String,
+    /// Log Analytics workspace name.
+    pub workspace_name: String,
+    /// Log Analytics workspace id (GUID), for queries.
+    pub workspace_id: String,
+    /// Entra tenant id (GUID).
+    pub tenant_id: String,
+    /// Entra application (client) id (GUID).
+    pub client_id: String,
+    /// Entra authority URL.
+    pub login_url: String,
+    /// Log Analytics query API URL.
+    pub log_analytics_url: String,
+    /// Logs Ingestion target for test events, if configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingestion: Option<IngestionStored>,
+}
+
+/// Logs Ingestion target of a Sentinel connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestionStored {
+    /// Data collection endpoint URL.
+    pub endpoint: String,
+    /// Data collection rule immutable id (`dcr-` + 32 hex digits).
+    pub dcr_immutable_id: String,
+    /// Stream name (`Custom-...`).
+    pub stream: String,
+    /// Table the stream lands in.
+    pub table: String,
+}
+
+/// The non-secret settings of an Elastic connection (the Kibana URL is `base_url`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticStored {
+    /// Elasticsearch URL.
+    pub elasticsearch_url: String,
+    /// Kibana space, when not the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+    /// Index that receives test events.
+    pub test_index: String,
+}
+
+/// Kind-specific part of a new connection.
+pub enum NewKind {
+    /// Splunk: app and owner namespace.
+    Splunk {
+        /// Splunk app namespace.
+        app: String,
+        /// Splunk owner namespace.
+        owner: String,
+    },
+    /// Microsoft Sentinel (boxed: far larger than the other variants).
+    Sentinel(Box<SentinelStored>),
+    /// Elastic Security.
+    Elastic(ElasticStored),
+}
+
+/// Input for a new connection of any kind.
+pub struct NewConnection {
+    /// Unique name in the tenant.
+    pub name: String,
+    /// The agent that serves it.
+    pub agent_id: Uuid,
+    /// Splunk management URL, ARM URL or Kibana URL.
+    pub base_url: String,
+    /// What differs per kind.
+    pub kind: NewKind,
+    /// The secret (Splunk token, Entra client secret, Elastic API key). Write-only.
+    pub secret: zeroize::Zeroizing<String>,
+}
+
+/// A GUID in its 8-4-4-4-12 hex form, as Azure ids are written.
+fn guid(field: &str, value: &str) -> ApiResult<()> {
+    let ok = value.len() == 36
+        && value.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{field} must be a GUID such as 00000000-0000-0000-0000-000000000000"),
+        ))
+    }
+}
+
+/// An Azure resource name segment: 1-90 of `[A-Za-z0-9_.()-]`, not ending in `.`.
+fn azure_name(field: &str, value: &str) -> ApiResult<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 90
+        && !value.ends_with('.')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '(' | ')'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{field} must be 1-90 characters of [A-Za-z0-9_.()-], not ending in '.'"),
+        ))
+    }
+}
+
+/// Checks the kind-specific settings, each failure naming its field.
+fn validate_kind(kind: &NewKind) -> ApiResult<()> {
+    match kind {
+        NewKind::Splunk { app, owner } => {
+            validate::ident("app", app)?;
+            validate::ident("owner", owner)?;
+        }
+        NewKind::Sentinel(s) => {
+            guid("subscription_id", &s.subscription_id)?;
+            azure_name("resource_group", &s.resource_group)?;
+            azure_name("workspace_name", &s.workspace_name)?;
+            guid("workspace_id", &s.workspace_id)?;
+            guid("tenant_id", &s.tenant_id)?;
+            guid("client_id", &s.client_id)?;
+            validate::base_url("login_url", &s.login_url)?;
+            validate::base_url("log_analytics_url", &s.log_analytics_url)?;
+            if let Some(i) = &s.ingestion {
+                validate::base_url("ingestion.endpoint", &i.endpoint)?;
+                let dcr_ok = i
+                    .dcr_immutable_id
+                    .strip_prefix("dcr-")
+                    .is_some_and(|h| h.len() == 32 && h.chars().all(|c| c.is_ascii_hexdigit()));
+                if !dcr_ok {
+                    return Err(ApiError::bad_request(
+                        "invalid_field",
+                        "ingestion.dcr_immutable_id must be dcr- followed by 32 hex digits",
+                    ));
+                }
+                if !i.stream.starts_with("Custom-") {
+                    return Err(ApiError::bad_request(
+                        "invalid_field",
+                        "ingestion.stream must name a custom stream (Custom-...)",
+                    ));
+                }
+                validate::ident("ingestion.stream", &i.stream)?;
+                validate::ident("ingestion.table", &i.table)?;
+            }
+        }
+        NewKind::Elastic(e) => {
+            validate::base_url("elasticsearch_url", &e.elasticsearch_url)?;
+            if let Some(space) = &e.space {
+                let ok = !space.is_empty()
+                    && space.len() <= 64
+                    && space.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-')
+                    });
+                if !ok {
+                    return Err(ApiError::bad_request(
+                        "invalid_field",
+                        "space must be 1-64 characters of [a-z0-9_-] (a Kibana space id)",
+                    ));
+                }
+            }
+            let index_ok = !e.test_index.is_empty()
+                && e.test_index.len() <= 255
+                && !e.test_index.starts_with(['_', '-', '+'])
+                && e.test_index.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
+                });
+            if !index_ok {
+                return Err(ApiError::bad_request(
+                    "invalid_field",
+                    "test_index must be a lowercase Elasticsearch index name ([a-z0-9_.-], not starting with _, - or +)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Registers a Splunk connection with its credential sealed under the tenant key.
 ///
 /// # Errors
@@ -97,19 +293,64 @@ pub async fn create_splunk(
     admin_id: Uuid,
     input: NewSplunk,
 ) -> ApiResult<siem_connection::Model> {
+    create(
+        state,
+        tenant_id,
+        admin_id,
+        NewConnection {
+            name: input.name,
+            agent_id: input.agent_id,
+            base_url: input.base_url,
+            kind: NewKind::Splunk {
+                app: input.app,
+                owner: input.owner,
+            },
+            secret: input.token,
+        },
+    )
+    .await
+}
+
+/// Registers a connection of any kind with its secret sealed under the
+/// tenant key, and its audit event, in one transaction.
+///
+/// # Errors
+/// 400 on invalid input (naming the field) or an agent of another tenant;
+/// 409 on a duplicate name.
+pub async fn create(
+    state: &AppState,
+    tenant_id: Uuid,
+    admin_id: Uuid,
+    input: NewConnection,
+) -> ApiResult<siem_connection::Model> {
     validate::ident("name", &input.name)?;
     validate::base_url("base_url", &input.base_url)?;
-    validate::ident("app", &input.app)?;
-    validate::ident("owner", &input.owner)?;
-    if input.token.is_empty() || input.token.len() > 4096 {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "token must be 1-4096 characters",
-        ));
-    }
+    validate_kind(&input.kind)?;
+    let secret_field = match input.kind {
+        NewKind::Splunk { .. } => "token",
+        NewKind::Sentinel(_) => "client_secret",
+        NewKind::Elastic(_) => "api_key",
+    };
+    check_secret(secret_field, &input.secret)?;
+    let (kind, app, owner, settings) = match input.kind {
+        NewKind::Splunk { app, owner } => (SiemKind::Splunk, app, owner, None),
+        NewKind::Sentinel(s) => (
+            SiemKind::Sentinel,
+            String::new(),
+            String::new(),
+            Some(serde_json::to_string(&s).map_err(|e| anyhow::anyhow!("settings: {e}"))?),
+        ),
+        NewKind::Elastic(e) => (
+            SiemKind::Elastic,
+            String::new(),
+            String::new(),
+            Some(serde_json::to_string(&e).map_err(|e| anyhow::anyhow!("settings: {e}"))?),
+        ),
+    };
     let txn = state.db.begin().await?;
-    agent::Entity::find_by_id(input.agent_id)
-        .filter(agent::Column::TenantId.eq(tenant_id))
+    TenantScope::new(tenant_id)
+        .find::<agent::Entity>()
+        .filter(agent::Column::Id.eq(input.agent_id))
         .filter(agent::Column::RevokedAt.is_null())
         .one(&txn)
         .await?
@@ -119,8 +360,8 @@ pub async fn create_splunk(
                 "agent_id does not name an active agent of this tenant",
             )
         })?;
-    if siem_connection::Entity::find()
-        .filter(siem_connection::Column::TenantId.eq(tenant_id))
+    if TenantScope::new(tenant_id)
+        .find::<siem_connection::Entity>()
         .filter(siem_connection::Column::Name.eq(input.name.clone()))
         .one(&txn)
         .await?
@@ -138,7 +379,7 @@ pub async fn create_splunk(
             tenant_id,
             id,
             u32::try_from(version).unwrap_or(0),
-            input.token.as_bytes(),
+            input.secret.as_bytes(),
         )
         .map_err(|e| anyhow::anyhow!("credential encrypt: {e}"))?;
     let now = unix_now();
@@ -147,10 +388,11 @@ pub async fn create_splunk(
         tenant_id: Set(tenant_id),
         agent_id: Set(input.agent_id),
         name: Set(input.name),
-        kind: Set("splunk".into()),
+        kind: Set(kind.as_str().into()),
         base_url: Set(input.base_url.trim_end_matches('/').to_owned()),
-        app: Set(input.app),
-        owner: Set(input.owner),
+        app: Set(app),
+        owner: Set(owner),
+        settings: Set(settings),
         credential: Set(ct),
         key_version: Set(version),
         created_at: Set(now),
@@ -162,11 +404,66 @@ pub async fn create_splunk(
     audit::record(
         &txn,
         Event::user(tenant_id, admin_id, "connection.create", "siem_connection", id)
-            .details(serde_json::json!({ "name": row.name, "kind": "splunk", "agent_id": row.agent_id, "base_url": row.base_url })),
+            .details(serde_json::json!({ "name": row.name, "kind": row.kind, "agent_id": row.agent_id, "base_url": row.base_url })),
     )
     .await?;
     txn.commit().await?;
     Ok(row)
+}
+
+/// The wire kind of a stored connection (`None` for a kind this build does not know).
+pub fn kind_of(c: &siem_connection::Model) -> Option<SiemKind> {
+    SiemKind::parse(&c.kind)
+}
+
+/// Replaces a connection's credential (write-only: the new one is sealed
+/// under the tenant key, the old ciphertext is overwritten, nothing is returned).
+///
+/// # Errors
+/// 404 outside the tenant; 400 on an empty or oversized token.
+pub async fn update_credential(
+    state: &AppState,
+    admin: &CurrentUser,
+    id: Uuid,
+    token: zeroize::Zeroizing<String>,
+) -> ApiResult<siem_connection::Model> {
+    check_secret("secret", &token)?;
+    let txn = state.db.begin().await?;
+    let c = admin
+        .scope()
+        .get::<siem_connection::Entity>(&txn, id, "connection")
+        .await?;
+    let (key, version) = tenant_key(&txn, &state.keys, admin.tenant_id).await?;
+    let ct = key
+        .encrypt_credential(
+            admin.tenant_id,
+            c.id,
+            u32::try_from(version).unwrap_or(0),
+            token.as_bytes(),
+        )
+        .map_err(|e| anyhow::anyhow!("credential encrypt: {e}"))?;
+    let mut am: siem_connection::ActiveModel = c.into();
+    am.credential = Set(ct);
+    am.key_version = Set(version);
+    am.updated_at = Set(unix_now());
+    let row = am.update(&txn).await?;
+    audit::record(
+        &txn,
+        admin.event("connection.credential_update", "siem_connection", id),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(row)
+}
+
+fn check_secret(field: &str, secret: &str) -> ApiResult<()> {
+    if secret.is_empty() || secret.len() > 4096 || secret.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{field} must be 1-4096 characters without control characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// Connections of a tenant.
@@ -177,8 +474,8 @@ pub async fn list(
     conn: &impl ConnectionTrait,
     tenant_id: Uuid,
 ) -> ApiResult<Vec<siem_connection::Model>> {
-    Ok(siem_connection::Entity::find()
-        .filter(siem_connection::Column::TenantId.eq(tenant_id))
+    Ok(TenantScope::new(tenant_id)
+        .find::<siem_connection::Entity>()
         .order_by_asc(siem_connection::Column::Name)
         .all(conn)
         .await?)
@@ -193,8 +490,8 @@ pub async fn for_agent(
     tenant_id: Uuid,
     agent_id: Uuid,
 ) -> ApiResult<Vec<siem_connection::Model>> {
-    Ok(siem_connection::Entity::find()
-        .filter(siem_connection::Column::TenantId.eq(tenant_id))
+    Ok(TenantScope::new(tenant_id)
+        .find::<siem_connection::Entity>()
         .filter(siem_connection::Column::AgentId.eq(agent_id))
         .all(conn)
         .await?)
@@ -209,11 +506,9 @@ pub async fn get(
     tenant_id: Uuid,
     id: Uuid,
 ) -> ApiResult<siem_connection::Model> {
-    siem_connection::Entity::find_by_id(id)
-        .filter(siem_connection::Column::TenantId.eq(tenant_id))
-        .one(conn)
-        .await?
-        .ok_or(ApiError::NotFound("connection"))
+    crate::service::scope::TenantScope::new(tenant_id)
+        .get::<siem_connection::Entity>(conn, id, "connection")
+        .await
 }
 
 /// Decrypts the credential into the target a sealed job carries.
@@ -236,16 +531,63 @@ pub async fn target_for_job(
         .map_err(|e| {
             anyhow::anyhow!("credential of connection {} cannot be decrypted: {e}", c.id)
         })?;
-    let token =
-        String::from_utf8(pt.to_vec()).map_err(|_| anyhow::anyhow!("credential is not UTF-8"))?;
-    Ok(SiemTarget {
-        connection_id: c.id,
-        name: c.name.clone(),
-        settings: SiemSettings::Splunk(SplunkSettings {
+    let secret = Credential::new(
+        String::from_utf8(pt.to_vec()).map_err(|_| anyhow::anyhow!("credential is not UTF-8"))?,
+    );
+    let stored = |what: &str| anyhow::anyhow!("connection {} has unreadable {what} settings", c.id);
+    let settings = match kind_of(c) {
+        Some(SiemKind::Splunk) => SiemSettings::Splunk(SplunkSettings {
             base_url: c.base_url.clone(),
             app: c.app.clone(),
             owner: c.owner.clone(),
-            token: Credential::new(token),
+            token: secret,
+            login: None,
+            hec: None,
         }),
+        Some(SiemKind::Sentinel) => {
+            let s: SentinelStored = c
+                .settings
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .ok_or_else(|| stored("sentinel"))?;
+            SiemSettings::Sentinel(SentinelSettings {
+                subscription_id: s.subscription_id,
+                resource_group: s.resource_group,
+                workspace_name: s.workspace_name,
+                workspace_id: s.workspace_id,
+                tenant_id: s.tenant_id,
+                client_id: s.client_id,
+                client_secret: secret,
+                management_url: c.base_url.clone(),
+                login_url: s.login_url,
+                log_analytics_url: s.log_analytics_url,
+                ingestion: s.ingestion.map(|i| SentinelIngestion {
+                    endpoint: i.endpoint,
+                    dcr_immutable_id: i.dcr_immutable_id,
+                    stream: i.stream,
+                    table: i.table,
+                }),
+            })
+        }
+        Some(SiemKind::Elastic) => {
+            let e: ElasticStored = c
+                .settings
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .ok_or_else(|| stored("elastic"))?;
+            SiemSettings::Elastic(ElasticSettings {
+                kibana_url: c.base_url.clone(),
+                elasticsearch_url: e.elasticsearch_url,
+                space: e.space,
+                api_key: secret,
+                test_index: e.test_index,
+            })
+        }
+        _ => return Err(anyhow::anyhow!("connection {} has unknown kind {}", c.id, c.kind).into()),
+    };
+    Ok(SiemTarget {
+        connection_id: c.id,
+        name: c.name.clone(),
+        settings,
     })
 }

@@ -15,10 +15,11 @@ use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::audit::{self, Event, Outcome};
+use crate::audit::{self, Outcome};
 use crate::auth::CurrentUser;
 use crate::db::entity::{agent, approval, deployment, rule, rule_version, siem_connection, tenant};
 use crate::error::{ApiError, ApiResult};
+use crate::service::scope::TenantScope;
 use crate::service::{connections, jobs, rules, validate};
 use crate::time::unix_now;
 
@@ -81,8 +82,9 @@ pub async fn request(
     validate::optional_text("message", message, 2000)?;
     let tenant_id = user.tenant_id;
     let txn = db.begin().await?;
-    rule::Entity::find_by_id(rule_id)
-        .filter(rule::Column::TenantId.eq(tenant_id))
+    TenantScope::new(tenant_id)
+        .find::<rule::Entity>()
+        .filter(rule::Column::Id.eq(rule_id))
         .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("rule"))?;
@@ -117,7 +119,7 @@ pub async fn request(
     .await?;
     audit::record(
         &txn,
-        Event::user(tenant_id, user.id, "deployment.request", "deployment", d.id)
+        user.event("deployment.request", "deployment", d.id)
             .details(serde_json::json!({ "rule_id": rule_id, "version": version, "connection_id": connection_id, "action": action.as_str(), "digest": d.digest })),
     )
     .await?;
@@ -133,15 +135,9 @@ async fn deny(
 ) -> ApiResult<ApiError> {
     audit::record(
         db,
-        Event::user(
-            user.tenant_id,
-            user.id,
-            "deployment.approve",
-            "deployment",
-            d.id,
-        )
-        .outcome(Outcome::Denied)
-        .details(serde_json::json!({ "reason": reason })),
+        user.event("deployment.approve", "deployment", d.id)
+            .outcome(Outcome::Denied)
+            .details(serde_json::json!({ "reason": reason })),
     )
     .await?;
     Ok(ApiError::Forbidden(reason.to_owned()))
@@ -173,10 +169,10 @@ pub async fn approve(
         )
         .await?);
     }
-    let v = rule_version::Entity::find_by_id(d.rule_version_id)
-        .one(db)
-        .await?
-        .ok_or(ApiError::NotFound("rule version"))?;
+    let v = user
+        .scope()
+        .get::<rule_version::Entity>(db, d.rule_version_id, "rule version")
+        .await?;
     if v.author_id == user.id {
         return Err(deny(
             db,
@@ -188,8 +184,9 @@ pub async fn approve(
     }
     let txn = db.begin().await?;
     // Re-read inside the transaction: the state may have moved since.
-    let d = deployment::Entity::find_by_id(id)
-        .filter(deployment::Column::TenantId.eq(user.tenant_id))
+    let d = TenantScope::new(user.tenant_id)
+        .find::<deployment::Entity>()
+        .filter(deployment::Column::Id.eq(id))
         .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("deployment"))?;
@@ -219,14 +216,8 @@ pub async fn approve(
     })?;
     audit::record(
         &txn,
-        Event::user(
-            user.tenant_id,
-            user.id,
-            "deployment.approve",
-            "deployment",
-            d.id,
-        )
-        .details(serde_json::json!({ "digest": d.digest })),
+        user.event("deployment.approve", "deployment", d.id)
+            .details(serde_json::json!({ "digest": d.digest })),
     )
     .await?;
     let t = tenant::Entity::find_by_id(user.tenant_id)
@@ -241,8 +232,9 @@ pub async fn approve(
     let mut wake = None;
     let d = if approvals >= u64::try_from(t.min_approvers.max(1)).unwrap_or(1) {
         let c = connections::get(&txn, user.tenant_id, d.connection_id).await?;
-        let a = agent::Entity::find_by_id(c.agent_id)
-            .filter(agent::Column::TenantId.eq(user.tenant_id))
+        let a = TenantScope::new(user.tenant_id)
+            .find::<agent::Entity>()
+            .filter(agent::Column::Id.eq(c.agent_id))
             .one(&txn)
             .await?
             .ok_or(ApiError::NotFound("agent"))?;
@@ -314,8 +306,9 @@ pub async fn get(
     tenant_id: Uuid,
     id: Uuid,
 ) -> ApiResult<deployment::Model> {
-    deployment::Entity::find_by_id(id)
-        .filter(deployment::Column::TenantId.eq(tenant_id))
+    TenantScope::new(tenant_id)
+        .find::<deployment::Entity>()
+        .filter(deployment::Column::Id.eq(id))
         .one(db)
         .await?
         .ok_or(ApiError::NotFound("deployment"))
@@ -330,8 +323,8 @@ pub async fn approvals(
     tenant_id: Uuid,
     id: Uuid,
 ) -> ApiResult<Vec<approval::Model>> {
-    Ok(approval::Entity::find()
-        .filter(approval::Column::TenantId.eq(tenant_id))
+    Ok(TenantScope::new(tenant_id)
+        .find::<approval::Entity>()
         .filter(approval::Column::DeploymentId.eq(id))
         .order_by_asc(approval::Column::CreatedAt)
         .all(db)
@@ -348,8 +341,8 @@ pub async fn list(
     limit: u64,
 ) -> ApiResult<Vec<deployment::Model>> {
     use sea_orm::QuerySelect as _;
-    Ok(deployment::Entity::find()
-        .filter(deployment::Column::TenantId.eq(tenant_id))
+    Ok(TenantScope::new(tenant_id)
+        .find::<deployment::Entity>()
         .order_by_desc(deployment::Column::CreatedAt)
         .limit(limit)
         .all(db)

@@ -23,6 +23,7 @@ use crate::AppState;
 use crate::audit::{self, Actor, Event, Outcome, Source};
 use crate::db::entity::{agent, enrollment_token};
 use crate::error::{ApiError, ApiResult};
+use crate::service::scope::TenantScope;
 use crate::service::validate;
 use crate::time::unix_now;
 
@@ -125,8 +126,8 @@ pub async fn list_tokens(
     db: &DatabaseConnection,
     tenant_id: Uuid,
 ) -> ApiResult<Vec<enrollment_token::Model>> {
-    Ok(enrollment_token::Entity::find()
-        .filter(enrollment_token::Column::TenantId.eq(tenant_id))
+    Ok(TenantScope::new(tenant_id)
+        .find::<enrollment_token::Entity>()
         .order_by_desc(enrollment_token::Column::CreatedAt)
         .order_by_desc(enrollment_token::Column::Id)
         .all(db)
@@ -153,8 +154,9 @@ pub async fn revoke_token(
         .filter(enrollment_token::Column::RevokedAt.is_null())
         .exec(&txn)
         .await?;
-    let row = enrollment_token::Entity::find_by_id(token_id)
-        .filter(enrollment_token::Column::TenantId.eq(tenant_id))
+    let row = TenantScope::new(tenant_id)
+        .find::<enrollment_token::Entity>()
+        .filter(enrollment_token::Column::Id.eq(token_id))
         .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("enrollment token"))?;
@@ -180,19 +182,29 @@ pub async fn revoke_token(
     Ok(row)
 }
 
-/// Whether either public key belongs to a revoked agent (of any tenant: a key
-/// pair is one identity, whichever token it comes back with).
+/// Whether either public key belongs to a revoked agent, or was replaced by
+/// an agent's key rotation (of any tenant: a key pair is one identity,
+/// whichever token it comes back with, and a rotated-away key is retired).
 async fn keys_revoked(db: &DatabaseConnection, req: &EnrollRequest) -> ApiResult<bool> {
-    let n = agent::Entity::find()
+    let (ed, x) = (req.ed25519_public.0.to_vec(), req.x25519_public.0.to_vec());
+    let revoked = agent::Entity::find()
         .filter(agent::Column::RevokedAt.is_not_null())
         .filter(
             Condition::any()
-                .add(agent::Column::Ed25519Public.eq(req.ed25519_public.0.to_vec()))
-                .add(agent::Column::X25519Public.eq(req.x25519_public.0.to_vec())),
+                .add(agent::Column::Ed25519Public.eq(ed.clone()))
+                .add(agent::Column::X25519Public.eq(x.clone())),
         )
         .count(db)
         .await?;
-    Ok(n > 0)
+    let superseded = agent::Entity::find()
+        .filter(
+            Condition::any()
+                .add(agent::Column::PreviousEd25519Public.eq(ed))
+                .add(agent::Column::PreviousX25519Public.eq(x)),
+        )
+        .count(db)
+        .await?;
+    Ok(revoked + superseded > 0)
 }
 
 /// Enrolls an agent: checks the token, the proof of key possession, records the
@@ -223,6 +235,7 @@ pub async fn enroll(
             resource_id: None,
             source: Source::Agent,
             client_ip: client_ip.clone(),
+            user_agent: None,
             outcome: Outcome::Denied,
             details: serde_json::json!({ "reason": code }),
         };
@@ -294,8 +307,9 @@ pub async fn enroll(
         audit::record(db, ev).await?;
         return Err(ApiError::Refused {
             code: "key_revoked",
-            message: "these agent keys belong to a revoked agent and cannot enroll again; \
-                      run `picket-agent enroll --force` to generate new keys"
+            message: "these agent keys belong to a revoked agent, or were replaced by a key \
+                      rotation, and cannot enroll again; run `picket-agent enroll --force` to \
+                      generate new keys"
                 .into(),
         });
     }
@@ -341,6 +355,10 @@ pub async fn enroll(
         last_seen_at: Set(None),
         last_seq: Set(0),
         revoked_at: Set(None),
+        previous_ed25519_public: Set(None),
+        previous_x25519_public: Set(None),
+        keys_rotated_at: Set(None),
+        rotate_requested_at: Set(None),
     }
     .insert(&txn)
     .await?;
@@ -355,5 +373,7 @@ pub async fn enroll(
         tenant_id,
         server_signing_key: B64(state.keys.signing.verifying_key().to_bytes()),
         key_id: state.keys.fingerprint,
+        key_chain: state.keys.chain.clone(),
+        chain_root: state.keys.chain_root.map(B64),
     })
 }

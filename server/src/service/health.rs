@@ -35,7 +35,8 @@ pub struct HealthItem {
     pub tenant_id: Uuid,
     /// The agent.
     pub agent_id: Uuid,
-    /// Server receive time, Unix seconds.
+    /// Server receive time, Unix seconds (logged; the stored time is the
+    /// report's own `taken_at`, so a report buffered offline keeps its time).
     pub received_at: i64,
     /// The report.
     pub report: HealthReport,
@@ -160,7 +161,7 @@ async fn write_batch(db: &DatabaseConnection, items: &[HealthItem]) -> Result<()
         .map(|it| agent_health::ActiveModel {
             agent_id: Set(it.agent_id),
             tenant_id: Set(it.tenant_id),
-            reported_at: Set(it.received_at),
+            reported_at: Set(it.report.taken_at),
             uptime_secs: Set(clamp(it.report.uptime_secs)),
             cpu_percent: Set(f64::from(it.report.cpu_percent)),
             rss_bytes: Set(clamp(it.report.rss_bytes)),
@@ -197,7 +198,7 @@ async fn write_batch(db: &DatabaseConnection, items: &[HealthItem]) -> Result<()
             id: NotSet,
             agent_id: Set(it.agent_id),
             tenant_id: Set(it.tenant_id),
-            reported_at: Set(it.received_at),
+            reported_at: Set(it.report.taken_at),
             cpu_percent: Set(f64::from(it.report.cpu_percent)),
             rss_bytes: Set(clamp(it.report.rss_bytes)),
             siem_reachable: Set(i32::try_from(

@@ -20,6 +20,7 @@ use crate::audit::{self, Event};
 use crate::db::entity::{agent, deployment, job};
 use crate::error::{ApiError, ApiResult};
 use crate::keys::ServerKeys;
+use crate::service::scope::TenantScope;
 use crate::time::unix_now;
 
 /// Server-side error class stored on jobs and deployments cancelled because
@@ -38,8 +39,8 @@ pub async fn cancel_for_revoked_agent(
     tenant_id: Uuid,
     agent_id: Uuid,
 ) -> ApiResult<Vec<Uuid>> {
-    let open = job::Entity::find()
-        .filter(job::Column::TenantId.eq(tenant_id))
+    let open = TenantScope::new(tenant_id)
+        .find::<job::Entity>()
         .filter(job::Column::AgentId.eq(agent_id))
         .filter(job::Column::State.is_in(["pending", "acked"]))
         .all(txn)

@@ -7,9 +7,11 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::audit::{self, Event};
+use crate::audit;
+use crate::auth::CurrentUser;
 use crate::db::entity::{rule, rule_version};
 use crate::error::{ApiError, ApiResult};
+use crate::service::scope::TenantScope;
 use crate::service::validate;
 use crate::time::unix_now;
 
@@ -68,10 +70,10 @@ pub fn parse_severity(s: &str) -> Option<Severity> {
 /// 400 naming the invalid field.
 pub async fn create(
     db: &DatabaseConnection,
-    tenant_id: Uuid,
-    author: Uuid,
+    me: &CurrentUser,
     c: RuleContent,
 ) -> ApiResult<(rule::Model, rule_version::Model)> {
+    let (tenant_id, author) = (me.tenant_id, me.id);
     c.validate()?;
     let txn = db.begin().await?;
     let now = unix_now();
@@ -89,7 +91,7 @@ pub async fn create(
     let v = insert_version(&txn, &r, 1, author, &c).await?;
     audit::record(
         &txn,
-        Event::user(tenant_id, author, "rule.create", "rule", r.id)
+        me.event("rule.create", "rule", r.id)
             .details(serde_json::json!({ "version": 1 })),
     )
     .await?;
@@ -129,18 +131,17 @@ async fn insert_version(
 /// 404 if the rule is not in this tenant; 400 on invalid content.
 pub async fn add_version(
     db: &DatabaseConnection,
-    tenant_id: Uuid,
+    me: &CurrentUser,
     rule_id: Uuid,
-    author: Uuid,
     c: RuleContent,
 ) -> ApiResult<rule_version::Model> {
+    let author = me.id;
     c.validate()?;
     let txn = db.begin().await?;
-    let r = rule::Entity::find_by_id(rule_id)
-        .filter(rule::Column::TenantId.eq(tenant_id))
-        .one(&txn)
-        .await?
-        .ok_or(ApiError::NotFound("rule"))?;
+    let r = me
+        .scope()
+        .get::<rule::Entity>(&txn, rule_id, "rule")
+        .await?;
     let next = r.latest_version + 1;
     let v = insert_version(&txn, &r, next, author, &c).await?;
     let mut am: rule::ActiveModel = r.clone().into();
@@ -149,7 +150,7 @@ pub async fn add_version(
     am.update(&txn).await?;
     audit::record(
         &txn,
-        Event::user(tenant_id, author, "rule.version", "rule", r.id)
+        me.event("rule.version", "rule", r.id)
             .details(serde_json::json!({ "version": next })),
     )
     .await?;
@@ -166,8 +167,9 @@ pub async fn get(
     tenant_id: Uuid,
     rule_id: Uuid,
 ) -> ApiResult<(rule::Model, Vec<rule_version::Model>)> {
-    let r = rule::Entity::find_by_id(rule_id)
-        .filter(rule::Column::TenantId.eq(tenant_id))
+    let r = TenantScope::new(tenant_id)
+        .find::<rule::Entity>()
+        .filter(rule::Column::Id.eq(rule_id))
         .one(db)
         .await?
         .ok_or(ApiError::NotFound("rule"))?;
@@ -185,8 +187,8 @@ pub async fn get(
 /// # Errors
 /// On storage failure.
 pub async fn list(db: &DatabaseConnection, tenant_id: Uuid) -> ApiResult<Vec<rule::Model>> {
-    Ok(rule::Entity::find()
-        .filter(rule::Column::TenantId.eq(tenant_id))
+    Ok(TenantScope::new(tenant_id)
+        .find::<rule::Entity>()
         .order_by_desc(rule::Column::CreatedAt)
         .all(db)
         .await?)

@@ -12,7 +12,8 @@
 //! - [`api`]: a small typed client of the JSON API.
 //! - [`stack`]: a whole stack (server, users, agent, simulator, connection) in one call.
 //! - [`tls`]: a throwaway CA and server certificate for WSS tests.
-//! - [`proxy`]: a WebSocket relay that tampers with jobs in flight (an attacker on the path).
+//! - [`proxy`]: a WebSocket relay that tampers with jobs in flight (an attacker on the
+//!   path): flips bytes, duplicates, holds back and re-injects frames, re-signs jobs.
 //! - [`wait`]: bounded waiting for an eventual condition.
 
 pub mod api;

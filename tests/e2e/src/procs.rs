@@ -45,6 +45,8 @@ pub struct ServerOpts {
     pub health_secs: u32,
     /// `[agents] admission_rate_per_sec` and `admission_burst` (default: the server's).
     pub admission: Option<(u32, u32)>,
+    /// `[jobs] ttl_secs` (default: the server's, 900).
+    pub job_ttl_secs: Option<u64>,
 }
 
 impl Default for ServerOpts {
@@ -55,6 +57,7 @@ impl Default for ServerOpts {
             heartbeat_secs: 2,
             health_secs: 1,
             admission: None,
+            job_ttl_secs: None,
         }
     }
 }
@@ -121,6 +124,9 @@ impl ServerProc {
             cfg.push_str(&format!(
                 "admission_rate_per_sec = {rate}\nadmission_burst = {burst}\n"
             ));
+        }
+        if let Some(ttl) = self.opts.job_ttl_secs {
+            cfg.push_str(&format!("[jobs]\nttl_secs = {ttl}\n"));
         }
         if let Some((c, k)) = &self.opts.tls {
             cfg.push_str(&format!(
@@ -208,6 +214,66 @@ impl ServerProc {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
+
+    /// Runs `picket-server --config <this server's config> admin <args>` (an
+    /// operator's command on the server host) and returns its stdout.
+    ///
+    /// # Errors
+    /// If the command fails (the message includes its output).
+    pub async fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(bin("picket-server")?)
+            .arg("--config")
+            .arg(self.dir.join("server.toml"))
+            .arg("admin")
+            .args(args)
+            .env_remove("PICKET_MASTER_SECRET")
+            .output()
+            .await
+            .context("running picket-server admin")?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            anyhow::bail!(
+                "picket-server admin {args:?} failed ({}): {stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(stdout)
+    }
+
+    /// Every audit event the server recorded, oldest first, read from its
+    /// SQLite database: `(action, outcome, details JSON)`.
+    ///
+    /// # Errors
+    /// If the database cannot be read.
+    pub async fn audit_events(&self) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
+        use picket_server::db::entity::audit_event;
+        use sea_orm::{EntityTrait as _, QueryOrder as _};
+        let url = self.opts.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=ro",
+                self.data_dir().join("picket.db").display()
+            )
+        });
+        let db = sea_orm::Database::connect(url).await?;
+        let rows = audit_event::Entity::find()
+            .order_by_asc(audit_event::Column::At)
+            .order_by_asc(audit_event::Column::Idx)
+            .all(&db)
+            .await?;
+        let _ = db.close().await;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                // The details live inside the event's canonical JSON (the leaf bytes).
+                let d = serde_json::from_str::<serde_json::Value>(&r.canonical)
+                    .ok()
+                    .and_then(|v| v.get("details").cloned())
+                    .unwrap_or(serde_json::Value::Null);
+                (r.action, r.outcome, d)
+            })
+            .collect())
+    }
 }
 
 fn tracing_hint(e: &anyhow::Error) {
@@ -238,6 +304,8 @@ pub struct AgentOpts {
     pub connect_url: Option<String>,
     /// `proxy_url` in the agent's config (an HTTP CONNECT proxy), for enrollment and runs.
     pub proxy_url: Option<String>,
+    /// `clock_skew_secs` in the agent's config (default: the agent's, 60).
+    pub clock_skew_secs: Option<u64>,
 }
 
 impl AgentProc {
@@ -263,6 +331,9 @@ impl AgentProc {
         }
         if opts.plaintext {
             cfg.push_str("dangerous_plaintext = true\n");
+        }
+        if let Some(skew) = opts.clock_skew_secs {
+            cfg.push_str(&format!("clock_skew_secs = {skew}\n"));
         }
         if let Some(p) = &opts.proxy_url {
             // The test's proxy is the only one: an empty `no_proxy` overrides any NO_PROXY.
@@ -394,6 +465,34 @@ impl AgentProc {
             .context("agent_id in enrollment.json")?
             .to_owned();
         Ok(text)
+    }
+
+    /// Runs a `picket-agent` command (e.g. `status`, `rotate-keys`) on this
+    /// agent's config and returns (success, stdout + stderr).
+    ///
+    /// # Errors
+    /// If the binary cannot be run.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<(bool, String)> {
+        let out = Command::new(bin("picket-agent")?)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .await
+            .context("running picket-agent")?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    }
+
+    /// Whether the agent process is running (started and not yet reaped).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Stops the agent (SIGKILL).

@@ -32,6 +32,10 @@ pub struct StackOpts {
     pub agent_proxy_url: Option<String>,
     /// A canary appended to every error text of the Splunk simulator.
     pub sim_error_suffix: Option<String>,
+    /// The server's `[jobs] ttl_secs`.
+    pub job_ttl_secs: Option<u64>,
+    /// The agent's `clock_skew_secs`.
+    pub agent_clock_skew_secs: Option<u64>,
 }
 
 /// Everything a test needs.
@@ -86,6 +90,7 @@ impl Stack {
                     .as_ref()
                     .map(|p| (p.server_cert.clone(), p.server_key.clone())),
                 database_url: opts.database_url,
+                job_ttl_secs: opts.job_ttl_secs,
                 ..ServerOpts::default()
             },
         )
@@ -112,6 +117,7 @@ impl Stack {
                 plaintext: !opts.tls,
                 connect_url: proxy.as_ref().map(TamperProxy::url),
                 proxy_url: opts.agent_proxy_url.clone(),
+                clock_skew_secs: opts.agent_clock_skew_secs,
             },
         )
         .await?;

@@ -10,7 +10,16 @@
 //!
 //! # Layout
 //! - [`splunk`]: the Splunk REST API (management port): `auth/login`,
-//!   `server/info`, and `saved/searches` with argument checks tied to
-//!   `savedsearches.conf.spec`, plus fault injection.
+//!   `server/info`, `saved/searches` with argument checks tied to
+//!   `savedsearches.conf.spec`, oneshot searches and HEC, plus fault injection.
+//! - [`sentinel`]: Entra client-credentials tokens, ARM `alertRules`
+//!   (`2024-09-01`), the Log Analytics query API and the Logs Ingestion API.
+//! - [`elastic`]: the Kibana detection engine API (`2023-10-31`) and
+//!   Elasticsearch `_bulk` / `_count`.
+//! - [`common`]: the fault model, event store and scripted scheduler the
+//!   simulators share.
 
+pub mod common;
+pub mod elastic;
+pub mod sentinel;
 pub mod splunk;

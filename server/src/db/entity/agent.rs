@@ -17,6 +17,15 @@ pub struct Model {
     /// Last job sequence number issued to this agent (0: none yet).
     pub last_seq: i64,
     pub revoked_at: Option<i64>,
+    /// Identity key replaced by the last key rotation (a `Hello` signed with
+    /// it is refused as superseded).
+    pub previous_ed25519_public: Option<Vec<u8>>,
+    /// Job key replaced by the last key rotation.
+    pub previous_x25519_public: Option<Vec<u8>>,
+    /// When the agent's keys were last rotated.
+    pub keys_rotated_at: Option<i64>,
+    /// An admin asked for a rotation that has not happened yet.
+    pub rotate_requested_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

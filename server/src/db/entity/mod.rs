@@ -2,12 +2,16 @@
 
 pub mod agent;
 pub mod agent_health;
+pub mod api_key;
 pub mod approval;
+pub mod audit_checkpoint;
 pub mod audit_event;
+pub mod audit_leaf;
 pub mod deployment;
 pub mod enrollment_token;
 pub mod health_sample;
 pub mod instance_claim;
+pub mod invitation;
 pub mod job;
 pub mod rule;
 pub mod rule_version;

@@ -12,6 +12,12 @@ pub struct Model {
     pub wrapped_private: Vec<u8>,
     pub active: bool,
     pub created_at: i64,
+    /// The key this one replaced (`None` for the first key).
+    pub prev_key_id: Option<String>,
+    /// The predecessor's Ed25519 signature over `KeyLink::signing_bytes`.
+    pub endorsement: Option<Vec<u8>>,
+    /// Until when (Unix seconds) jobs signed by the predecessor stay acceptable.
+    pub prev_valid_until: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,11 +10,18 @@ pub struct Model {
     pub tenant_id: Uuid,
     pub agent_id: Uuid,
     pub name: String,
-    /// `splunk`.
+    /// `splunk`, `sentinel` or `elastic`.
     pub kind: String,
+    /// Splunk: management URL; Sentinel: ARM URL; Elastic: Kibana URL.
     pub base_url: String,
+    /// Splunk app (empty for other kinds).
     pub app: String,
+    /// Splunk owner (empty for other kinds).
     pub owner: String,
+    /// Non-secret settings of Sentinel and Elastic connections, JSON
+    /// (`service::connections::SentinelStored` / `ElasticStored`); NULL for Splunk.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub settings: Option<String>,
     pub credential: Vec<u8>,
     /// Tenant key version the credential is sealed under.
     pub key_version: i32,

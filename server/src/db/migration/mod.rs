@@ -5,6 +5,10 @@ use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_initial;
 mod m20261123_000002_token_uses_and_key_index;
+mod m20261123_000003_key_rotation;
+mod m20261123_000004_access_model;
+mod m20261123_000005_audit_log;
+mod m20261123_000007_connectors;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -15,6 +19,10 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_token_uses_and_key_index::Migration),
+            Box::new(m20261123_000003_key_rotation::Migration),
+            Box::new(m20261123_000007_connectors::Migration),
+            Box::new(m20261123_000004_access_model::Migration),
+            Box::new(m20261123_000005_audit_log::Migration),
         ]
     }
 }

@@ -29,6 +29,8 @@
 //! | POST | `.../saved/searches/{name}` | 200 + entry after updating the given settings; 404; 400 for `name` or an unsupported argument |
 //! | DELETE | `.../saved/searches/{name}` | 200, or 404 |
 //! | POST | `.../saved/searches/{name}/disable`, `/enable` | 200 + entry, or 404 |
+//! | POST | `/services/search/jobs` | `exec_mode=oneshot` only: `{results: [...], messages}` over the event store or the scripted scheduler (see [`search`]); 400 for a search it cannot parse; 200 with an `ERROR` message after [`SplunkSimHandle::set_search_error`] |
+//! | POST | `/services/collector/event` | HEC: `Authorization: Splunk <hec token>` (401 `Token is required`, 403 `Invalid token`); stores the events; `{"text":"Success","code":0}` |
 //!
 //! Every endpoint but `auth/login` needs `Authorization: Bearer <token>` (a
 //! token given to the builder) or `Authorization: Splunk <sessionKey>`;
@@ -53,9 +55,10 @@
 //! it. Leak tests put a unique canary there and check it never leaves the agent.
 
 pub mod arguments;
-mod conn;
+pub(crate) mod conn;
 mod feed;
 mod routes;
+pub mod search;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -64,6 +67,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+pub use crate::common::{RunStatus, ScriptedRun, StoredEvent};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -85,6 +90,7 @@ impl SplunkSim {
     pub fn builder() -> SplunkSimBuilder {
         SplunkSimBuilder {
             tokens: Vec::new(),
+            hec_tokens: Vec::new(),
             users: Vec::new(),
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             error_suffix: None,
@@ -96,6 +102,7 @@ impl SplunkSim {
 #[derive(Debug, Clone)]
 pub struct SplunkSimBuilder {
     tokens: Vec<String>,
+    hec_tokens: Vec<String>,
     users: Vec<(String, String)>,
     addr: SocketAddr,
     error_suffix: Option<String>,
@@ -112,6 +119,12 @@ impl SplunkSimBuilder {
     /// Accepts `token` as `Authorization: Bearer <token>`. May be called several times.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.tokens.push(token.into());
+        self
+    }
+
+    /// Accepts `token` at the HTTP Event Collector (`Authorization: Splunk <token>`).
+    pub fn hec_token(mut self, token: impl Into<String>) -> Self {
+        self.hec_tokens.push(token.into());
         self
     }
 
@@ -141,6 +154,7 @@ impl SplunkSimBuilder {
         let drop_connections = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             tokens: self.tokens,
+            hec_tokens: self.hec_tokens,
             users: self.users,
             base_url: format!("http://{addr}"),
             saved_search_requests: AtomicU64::new(0),
@@ -276,6 +290,32 @@ impl SplunkSimHandle {
         self.shared.suffixed_errors.load(Ordering::SeqCst)
     }
 
+    /// Events stored by HEC (and [`Self::insert_events`]).
+    pub fn events(&self) -> Vec<StoredEvent> {
+        self.shared.lock().events.clone()
+    }
+
+    /// Adds events directly (real, non-test data).
+    pub fn insert_events(&self, events: Vec<StoredEvent>) {
+        self.shared.lock().events.extend(events);
+    }
+
+    /// Sets the scheduler runs reported for the saved search `name`.
+    pub fn script_runs(&self, name: &str, runs: Vec<ScriptedRun>) {
+        self.shared.lock().runs.insert(name.to_owned(), runs);
+    }
+
+    /// Makes oneshot searches answer 200 with an `ERROR` message (Splunk's
+    /// 200-with-error), or stops doing so.
+    pub fn set_search_error(&self, on: bool) {
+        self.shared.lock().search_error = on;
+    }
+
+    /// Forgets every session key handed out (they then answer 401, as expired ones do).
+    pub fn expire_sessions(&self) {
+        self.shared.lock().sessions.clear();
+    }
+
     /// Sets (or with `None` clears) the fault applied to every following request.
     pub fn set_fault(&self, fault: Option<Fault>) {
         self.shared
@@ -322,6 +362,8 @@ impl Drop for SplunkSimHandle {
 pub(crate) struct Shared {
     /// Accepted bearer tokens.
     tokens: Vec<String>,
+    /// Accepted HEC tokens.
+    hec_tokens: Vec<String>,
     /// Accepted (username, password) pairs for `auth/login`.
     users: Vec<(String, String)>,
     /// `http://IP:PORT`, prefixed to ids and `origin`.
@@ -355,6 +397,12 @@ struct State {
     sessions: HashSet<String>,
     /// The fault applied to every request, if any.
     fault: Option<Fault>,
+    /// Events received by HEC (and inserted by tests), for oneshot counts.
+    events: Vec<StoredEvent>,
+    /// Scripted scheduler runs by saved-search name.
+    runs: std::collections::HashMap<String, Vec<ScriptedRun>>,
+    /// Whether oneshot searches answer 200 with an ERROR message.
+    search_error: bool,
 }
 
 #[derive(Debug, Clone)]

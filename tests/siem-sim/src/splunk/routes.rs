@@ -36,12 +36,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route(&format!("{saved}/{{name}}/disable"), post(disable))
         .route(&format!("{saved}/{{name}}/enable"), post(enable))
+        .route("/services/search/jobs", post(super::search::jobs))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             require_auth,
         ));
     Router::new()
         .route("/services/auth/login", post(login))
+        .route("/services/collector/event", post(super::search::hec))
         .merge(protected)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
@@ -52,7 +54,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Decodes `application/x-www-form-urlencoded` text (query strings and POST bodies).
-fn parse_urlencoded(text: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn parse_urlencoded(text: &[u8]) -> Vec<(String, String)> {
     fn decode(part: &[u8]) -> String {
         let mut out = Vec::with_capacity(part.len());
         let mut i = 0;
@@ -84,17 +86,17 @@ fn parse_urlencoded(text: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn query_params(uri: &Uri) -> Vec<(String, String)> {
+pub(crate) fn query_params(uri: &Uri) -> Vec<(String, String)> {
     parse_urlencoded(uri.query().unwrap_or_default().as_bytes())
 }
 
-fn wants_json(params: &[(String, String)]) -> bool {
+pub(crate) fn wants_json(params: &[(String, String)]) -> bool {
     params
         .iter()
         .any(|(k, v)| k == "output_mode" && v.eq_ignore_ascii_case("json"))
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .rev()

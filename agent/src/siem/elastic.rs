@@ -1,0 +1,559 @@
+//! Elastic Security connector: a Picket rule is a detection rule of the Kibana
+//! detection engine (API version `2023-10-31`) whose `rule_id` is
+//! [`managed_rule_name`] (`picket-<rule id>`) and which carries the tag
+//! [`MANAGED_TAG`].
+//!
+//! | operation | calls |
+//! |---|---|
+//! | check connection | `GET {kibana}[/s/{space}]/api/detection_engine/rules/_find?per_page=1` |
+//! | deploy | `POST .../api/detection_engine/rules`; on 409 `PUT` the same body (full replace by `rule_id`) |
+//! | enable / disable | `GET .../rules?rule_id=` (for the saved-object id), then `POST .../rules/_bulk_action` `{action, ids}` |
+//! | delete | `DELETE .../rules?rule_id=` |
+//! | content hash, health | `GET .../rules?rule_id=` |
+//! | list managed | `GET .../rules/_find?filter=alert.attributes.tags:"picket"&page=N&per_page=100` until `total` |
+//! | test events | `POST {elasticsearch}/_bulk?refresh=wait_for` (NDJSON `create` actions into the test index) |
+//! | count | `POST {elasticsearch}/{test index}/_count` |
+//!
+//! Every Kibana call sends `Authorization: ApiKey <key>`, `kbn-xsrf: true`
+//! and `Elastic-Api-Version: 2023-10-31`; Elasticsearch calls send the same
+//! API key. A 429 is retried after its `Retry-After`.
+//!
+//! # Rule type
+//! The query's language decides the rule type: a query starting with `FROM `
+//! is ES|QL (`esql`), one starting with an EQL event category followed by
+//! `where` (`process where ...`), or with `sequence`, is `eql`; anything else
+//! is a KQL `query` rule.
+//!
+//! # Content hash
+//! SHA-256 of the canonical JSON of the managed fields ([`MANAGED_FIELDS`]) as
+//! sent, or as read back.
+//!
+//! # Count filter form
+//! A Lucene `query_string`, e.g. `event.code:4625 AND user.name:alice`,
+//! combined with a `term` on `labels.picket: picket_test` and a `range` on
+//! `@timestamp`.
+//!
+//! # Health
+//! From the rule's `execution_summary.last_execution`: one run, counted as
+//! succeeded (`succeeded`), failed (`failed`) or skipped (`partial failure`)
+//! when its `date` is inside the window; duration = search + indexing
+//! duration; gap = `execution_gap_duration_s`. Elastic does not report
+//! results or alerts there, so those stay `None`.
+
+use picket_proto::{
+    ElasticSettings, ErrorClass, RuleHealth, RuleSpec, Severity, managed_rule_name,
+};
+use reqwest::{Client, RequestBuilder, Url};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::http::{self, Failure, Reply};
+use super::{
+    Period, TEST_MARKER, TestEvent, TimeWindow, canonical, managed_rule_id, parse_base_url,
+};
+
+/// The detection engine API version.
+pub const API_VERSION: &str = "2023-10-31";
+/// The tag every managed rule carries (what `_find` filters on).
+pub const MANAGED_TAG: &str = "picket";
+/// Rules per `_find` page (Kibana's maximum is 10000; 100 keeps pages small).
+const PER_PAGE: usize = 100;
+/// Most pages followed.
+const MAX_PAGES: usize = 200;
+
+/// The fields Picket sets and hashes.
+pub const MANAGED_FIELDS: [&str; 13] = [
+    "rule_id",
+    "name",
+    "description",
+    "risk_score",
+    "severity",
+    "type",
+    "language",
+    "query",
+    "interval",
+    "from",
+    "to",
+    "enabled",
+    "tags",
+];
+
+const SIEM: &str = "elastic";
+
+/// Elastic's severity and risk score for a Picket severity (the risk scores
+/// are Elastic's defaults per severity; `info` maps to low with a lower score).
+pub fn elastic_severity(severity: Severity) -> (&'static str, u8) {
+    match severity {
+        Severity::Info => ("low", 10),
+        Severity::Low => ("low", 21),
+        Severity::Medium => ("medium", 47),
+        Severity::High => ("high", 73),
+        Severity::Critical => ("critical", 99),
+    }
+}
+
+/// The rule type and language for a query (see the module docs).
+pub fn rule_type(query: &str) -> (&'static str, &'static str) {
+    let q = query.trim_start();
+    let lower = q.to_ascii_lowercase();
+    if lower.starts_with("from ") {
+        return ("esql", "esql");
+    }
+    let mut words = lower.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    let second = words.next().unwrap_or_default();
+    let category =
+        !first.is_empty() && first.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if first == "sequence" || (category && second == "where") {
+        return ("eql", "eql");
+    }
+    ("query", "kuery")
+}
+
+fn duration(period: Period) -> String {
+    match period {
+        Period::Minutes(n) => format!("{n}m"),
+        Period::Hours(n) => format!("{n}h"),
+        Period::Days(n) => format!("{n}d"),
+    }
+}
+
+/// The rule body a deploy sends (create and full update alike).
+///
+/// # Errors
+/// [`ErrorClass::QueryInvalid`] when the schedule has no Kibana form.
+pub fn deployed_rule(rule: &RuleSpec) -> Result<Value, ErrorClass> {
+    let interval = super::cron_period(&rule.schedule.cron)?;
+    let lookback = super::lookback_period(&rule.schedule.earliest)?;
+    let (severity, risk_score) = elastic_severity(rule.severity);
+    let (kind, language) = rule_type(&rule.query);
+    let mut description = rule.description.trim().to_owned();
+    if !description.is_empty() {
+        description.push_str("\n\n");
+    }
+    description.push_str(&format!(
+        "Managed by Picket (rule version {}); changes made in Kibana are overwritten.",
+        rule.version
+    ));
+    Ok(json!({
+        "rule_id": managed_rule_name(&rule.rule_id),
+        "name": rule.title.trim(),
+        "description": description,
+        "risk_score": risk_score,
+        "severity": severity,
+        "type": kind,
+        "language": language,
+        "query": rule.query,
+        "interval": duration(interval),
+        "from": format!("now-{}", duration(lookback)),
+        "to": "now",
+        "enabled": true,
+        "tags": [MANAGED_TAG],
+    }))
+}
+
+/// The hash of the managed fields in `rule`.
+pub fn content_hash(rule: &Value) -> [u8; 32] {
+    canonical::hash(&canonical::pick(rule, &MANAGED_FIELDS))
+}
+
+/// Acts on one Kibana space and its Elasticsearch.
+#[derive(Debug)]
+pub struct ElasticConnector {
+    settings: ElasticSettings,
+    kibana: Option<Url>,
+    elasticsearch: Option<Url>,
+    http: Client,
+}
+
+#[derive(Deserialize)]
+struct FindReply {
+    #[serde(default)]
+    total: usize,
+    #[serde(default)]
+    data: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct BulkActionReply {
+    attributes: BulkAttributes,
+}
+
+#[derive(Deserialize)]
+struct BulkAttributes {
+    summary: BulkSummary,
+}
+
+#[derive(Deserialize)]
+struct BulkSummary {
+    failed: u64,
+}
+
+#[derive(Deserialize)]
+struct BulkReply {
+    errors: bool,
+}
+
+#[derive(Deserialize)]
+struct CountReply {
+    count: u64,
+}
+
+impl ElasticConnector {
+    /// A connector for `settings`, sending through `http`.
+    pub fn new(settings: &ElasticSettings, http: Client) -> Self {
+        ElasticConnector {
+            kibana: parse_base_url(&settings.kibana_url),
+            elasticsearch: parse_base_url(&settings.elasticsearch_url),
+            settings: settings.clone(),
+            http,
+        }
+    }
+
+    /// `{kibana}[/s/{space}]/api/detection_engine/rules[/{tail}]`.
+    fn rules_url(&self, tail: Option<&str>) -> Result<Url, ErrorClass> {
+        let base = self.kibana.as_ref().ok_or(ErrorClass::MalformedJob)?;
+        let mut segments: Vec<&str> = Vec::new();
+        if let Some(space) = self
+            .settings
+            .space
+            .as_deref()
+            .filter(|s| !s.is_empty() && *s != "default")
+        {
+            segments.extend(["s", space]);
+        }
+        segments.extend(["api", "detection_engine", "rules"]);
+        segments.extend(tail);
+        http::join(base, &segments)
+    }
+
+    fn kibana(&self, request: RequestBuilder) -> RequestBuilder {
+        request
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("ApiKey {}", self.settings.api_key.expose()),
+            )
+            .header("kbn-xsrf", "true")
+            .header("Elastic-Api-Version", API_VERSION)
+    }
+
+    fn es(&self, request: RequestBuilder) -> RequestBuilder {
+        request.header(
+            reqwest::header::AUTHORIZATION,
+            format!("ApiKey {}", self.settings.api_key.expose()),
+        )
+    }
+
+    async fn call<F>(&self, op: &'static str, make: F) -> Result<Reply, Failure>
+    where
+        F: Fn() -> Result<RequestBuilder, ErrorClass>,
+    {
+        http::send_retrying(SIEM, op, make).await
+    }
+
+    fn by_rule_id(&self, rule_id: &Uuid) -> Result<Url, ErrorClass> {
+        let mut url = self.rules_url(None)?;
+        url.query_pairs_mut()
+            .append_pair("rule_id", &managed_rule_name(rule_id));
+        Ok(url)
+    }
+
+    /// GETs the rule: `None` when it does not exist.
+    async fn read(&self, rule_id: &Uuid) -> Result<Option<Value>, ErrorClass> {
+        let url = self.by_rule_id(rule_id)?;
+        match self
+            .call("get_rule", || Ok(self.kibana(self.http.get(url.clone()))))
+            .await
+        {
+            Ok(reply) => Ok(Some(reply.json()?)),
+            Err(f) if f.status == Some(404) => Ok(None),
+            Err(f) => Err(f.class),
+        }
+    }
+
+    /// Checks that Kibana answers and the key may read detection rules.
+    ///
+    /// # Errors
+    /// The call's class.
+    pub async fn check_connection(&self) -> Result<(), ErrorClass> {
+        let mut url = self.rules_url(Some("_find"))?;
+        url.query_pairs_mut().append_pair("per_page", "1");
+        self.call("check_connection", || {
+            Ok(self.kibana(self.http.get(url.clone())))
+        })
+        .await
+        .map(|_| ())
+        .map_err(|f| f.class)
+    }
+
+    /// Creates the rule, or replaces it when its `rule_id` exists.
+    ///
+    /// # Errors
+    /// The failing call's class.
+    pub async fn deploy(&self, rule: &RuleSpec) -> Result<[u8; 32], ErrorClass> {
+        let body = deployed_rule(rule)?;
+        let url = self.rules_url(None)?;
+        match self
+            .call("create_rule", || {
+                Ok(self.kibana(self.http.post(url.clone())).json(&body))
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(f) if f.status == Some(409) => {
+                self.call("update_rule", || {
+                    Ok(self.kibana(self.http.put(url.clone())).json(&body))
+                })
+                .await
+                .map_err(|f| f.class)?;
+            }
+            Err(f) => return Err(f.class),
+        }
+        Ok(content_hash(&body))
+    }
+
+    /// Enables or disables the rule through `_bulk_action`.
+    ///
+    /// # Errors
+    /// `not_found`, or the call's class; a bulk answer reporting a failed rule is `siem_error`.
+    pub async fn set_enabled(&self, rule_id: &Uuid, enabled: bool) -> Result<(), ErrorClass> {
+        let rule = self.read(rule_id).await?.ok_or(ErrorClass::NotFound)?;
+        let id = rule
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or(ErrorClass::SiemError)?
+            .to_owned();
+        let url = self.rules_url(Some("_bulk_action"))?;
+        let body = json!({ "action": if enabled { "enable" } else { "disable" }, "ids": [id] });
+        let reply: BulkActionReply = self
+            .call("bulk_action", || {
+                Ok(self.kibana(self.http.post(url.clone())).json(&body))
+            })
+            .await
+            .map_err(|f| f.class)?
+            .json()?;
+        if reply.attributes.summary.failed > 0 {
+            return Err(ErrorClass::SiemError);
+        }
+        Ok(())
+    }
+
+    /// Deletes the rule.
+    ///
+    /// # Errors
+    /// `not_found`, or the call's class.
+    pub async fn delete(&self, rule_id: &Uuid) -> Result<(), ErrorClass> {
+        let url = self.by_rule_id(rule_id)?;
+        self.call("delete_rule", || {
+            Ok(self.kibana(self.http.delete(url.clone())))
+        })
+        .await
+        .map(|_| ())
+        .map_err(|f| f.class)
+    }
+
+    /// The hash of the rule's managed fields as Kibana holds them.
+    ///
+    /// # Errors
+    /// `not_found`, or the call's class.
+    pub async fn content_hash(&self, rule_id: &Uuid) -> Result<[u8; 32], ErrorClass> {
+        let rule = self.read(rule_id).await?.ok_or(ErrorClass::NotFound)?;
+        Ok(content_hash(&rule))
+    }
+
+    /// Ids of the rules tagged [`MANAGED_TAG`] whose `rule_id` is `picket-<uuid>`.
+    ///
+    /// # Errors
+    /// The call's class.
+    pub async fn list_managed(&self) -> Result<Vec<Uuid>, ErrorClass> {
+        let mut ids = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let mut url = self.rules_url(Some("_find"))?;
+            url.query_pairs_mut()
+                .append_pair(
+                    "filter",
+                    &format!("alert.attributes.tags:\"{MANAGED_TAG}\""),
+                )
+                .append_pair("page", &page.to_string())
+                .append_pair("per_page", &PER_PAGE.to_string());
+            let reply: FindReply = self
+                .call("find_rules", || Ok(self.kibana(self.http.get(url.clone()))))
+                .await
+                .map_err(|f| f.class)?
+                .json()?;
+            let seen = reply.data.len();
+            ids.extend(
+                reply
+                    .data
+                    .iter()
+                    .filter_map(|r| r.get("rule_id").and_then(Value::as_str))
+                    .filter_map(managed_rule_id),
+            );
+            if seen == 0 || page * PER_PAGE >= reply.total {
+                return Ok(ids);
+            }
+        }
+        Err(ErrorClass::SiemError)
+    }
+
+    /// Indexes test events into the test index with `_bulk`, each with
+    /// `labels.picket: picket_test`; `refresh=wait_for` makes them countable at once.
+    ///
+    /// # Errors
+    /// The call's class; a `_bulk` answer with `errors: true` is `siem_error`.
+    pub async fn inject_test_events(&self, events: &[TestEvent]) -> Result<u64, ErrorClass> {
+        let base = self
+            .elasticsearch
+            .as_ref()
+            .ok_or(ErrorClass::MalformedJob)?;
+        let mut url = http::join(base, &["_bulk"])?;
+        url.query_pairs_mut().append_pair("refresh", "wait_for");
+        let mut body = String::new();
+        let action = json!({ "create": { "_index": self.settings.test_index } }).to_string();
+        for event in events {
+            let mut doc = serde_json::Map::new();
+            for (k, v) in &event.fields {
+                doc.insert(k.clone(), json!(v));
+            }
+            doc.insert("@timestamp".into(), json!(super::rfc3339(event.time)?));
+            doc.insert("labels".into(), json!({ "picket": TEST_MARKER }));
+            body.push_str(&action);
+            body.push('\n');
+            body.push_str(&Value::Object(doc).to_string());
+            body.push('\n');
+        }
+        let reply: BulkReply = self
+            .call("bulk_index", || {
+                Ok(self
+                    .es(self.http.post(url.clone()))
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                    .body(body.clone()))
+            })
+            .await
+            .map_err(|f| f.class)?
+            .json()?;
+        if reply.errors {
+            return Err(ErrorClass::SiemError);
+        }
+        Ok(events.len() as u64)
+    }
+
+    /// Counts test events in the test index matching `filter` inside `window`.
+    ///
+    /// # Errors
+    /// The call's class (a query Elasticsearch cannot parse is `query_invalid`).
+    pub async fn count_test_matches(
+        &self,
+        filter: &str,
+        window: TimeWindow,
+    ) -> Result<u64, ErrorClass> {
+        let base = self
+            .elasticsearch
+            .as_ref()
+            .ok_or(ErrorClass::MalformedJob)?;
+        let url = http::join(base, &[&self.settings.test_index, "_count"])?;
+        let (from, to) = window.rfc3339()?;
+        let body = json!({ "query": { "bool": { "filter": [
+            { "term": { "labels.picket": TEST_MARKER } },
+            { "range": { "@timestamp": { "gte": from, "lte": to } } },
+            { "query_string": { "query": filter } },
+        ] } } });
+        let reply: CountReply = self
+            .call("count", || {
+                Ok(self.es(self.http.post(url.clone())).json(&body))
+            })
+            .await
+            .map_err(|f| f.class)?
+            .json()?;
+        Ok(reply.count)
+    }
+
+    /// Reduces the rule's last execution to numbers (see the module docs).
+    ///
+    /// # Errors
+    /// `not_found`, or the call's class.
+    pub async fn rule_health(
+        &self,
+        rule_id: &Uuid,
+        window: TimeWindow,
+    ) -> Result<RuleHealth, ErrorClass> {
+        let rule = self.read(rule_id).await?.ok_or(ErrorClass::NotFound)?;
+        Ok(health_of(&rule, window))
+    }
+}
+
+/// The numbers in a rule's `execution_summary.last_execution`.
+pub fn health_of(rule: &Value, window: TimeWindow) -> RuleHealth {
+    let mut health = RuleHealth::default();
+    let Some(last) = rule.pointer("/execution_summary/last_execution") else {
+        return health;
+    };
+    let at = last
+        .get("date")
+        .and_then(Value::as_str)
+        .and_then(|d| {
+            time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(time::OffsetDateTime::unix_timestamp);
+    health.last_run_at = at;
+    let metric = |name: &str| {
+        last.pointer(&format!("/metrics/{name}"))
+            .and_then(Value::as_u64)
+    };
+    let search = metric("total_search_duration_ms");
+    let indexing = metric("total_indexing_duration_ms");
+    health.last_run_duration_ms = match (search, indexing) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+    };
+    health.gap_ms = metric("execution_gap_duration_s").map(|s| s.saturating_mul(1000));
+    if at.is_some_and(|t| t >= window.from && t <= window.to) {
+        match last.get("status").and_then(Value::as_str) {
+            Some("succeeded") => health.runs_succeeded = 1,
+            Some("failed") => health.runs_failed = 1,
+            Some("partial failure") => health.runs_skipped = 1,
+            _ => {}
+        }
+    }
+    health
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_language_picks_the_type() {
+        assert_eq!(rule_type("event.code:4625"), ("query", "kuery"));
+        assert_eq!(
+            rule_type("process where process.name == \"x\""),
+            ("eql", "eql")
+        );
+        assert_eq!(
+            rule_type("sequence by host.id [process where true]"),
+            ("eql", "eql")
+        );
+        assert_eq!(
+            rule_type("FROM logs-* | WHERE event.code == \"4625\""),
+            ("esql", "esql")
+        );
+    }
+
+    #[test]
+    fn last_execution_becomes_numbers() {
+        let window = TimeWindow {
+            from: 0,
+            to: i64::MAX / 2,
+        };
+        let rule = json!({"execution_summary": {"last_execution": {
+            "date": "2026-01-01T00:00:00Z", "status": "partial failure", "status_order": 20,
+            "message": "secret text", "metrics": {"total_search_duration_ms": 40, "total_indexing_duration_ms": 2, "execution_gap_duration_s": 3}
+        }}});
+        let h = health_of(&rule, window);
+        assert_eq!(h.runs_skipped, 1);
+        assert_eq!(h.last_run_duration_ms, Some(42));
+        assert_eq!(h.gap_ms, Some(3000));
+        assert_eq!(health_of(&json!({}), window), RuleHealth::default());
+    }
+}

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Builds picket-agent.msi on Linux and checks it:
+#   1. cross-compiles the agent for x86_64-pc-windows-gnu (rustup target +
+#      Debian's gcc-mingw-w64-x86-64 as the linker), release profile;
+#   2. writes Windows versions of the example agent.toml / policy.toml
+#      (state and policy under C:\ProgramData\Picket);
+#   3. builds the MSI from installers/msi/picket-agent.wxs with wixl (msitools);
+#   4. checks the File, Component, ServiceInstall, ServiceControl,
+#      CustomAction, InstallExecuteSequence and Upgrade tables with msiinfo;
+#   5. runs `picket-agent.exe --version` under wine (wine64) if it is
+#      installed, else checks the PE headers with objdump.
+# Output: $CARGO_TARGET_DIR/msi/picket-agent-<version>-x64.msi
+# Installs what it needs when run as root (apt-get, rustup). Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/picket-target}"
+target=x86_64-pc-windows-gnu
+out="$CARGO_TARGET_DIR/msi"
+fails=0
+checks=0
+ok() { checks=$((checks + 1)); printf 'ok: %s\n' "$*"; }
+fail() { checks=$((checks + 1)); fails=$((fails + 1)); printf 'FAIL: %s\n' "$*" >&2; }
+check() {
+  local what="$1"
+  shift
+  if "$@"; then ok "$what"; else fail "$what"; fi
+}
+step() { printf '\n--> %s\n' "$*"; }
+
+step "tools: rustup target $target, mingw-w64, wixl, msiinfo, wine"
+need=()
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64)
+command -v wixl >/dev/null 2>&1 || need+=(wixl)
+command -v msiinfo >/dev/null 2>&1 || need+=(msitools)
+# wine runs the cross-built exe for the --version check (else only the PE headers are checked).
+command -v wine >/dev/null 2>&1 || need+=(wine wine64)
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+
+step "cross-compile picket-agent for $target (release)"
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
+cargo build --release --target "$target" -p picket-agent
+exe="$CARGO_TARGET_DIR/$target/release/picket-agent.exe"
+check "built $exe" test -s "$exe"
+version="$(cargo metadata --no-deps --format-version 1 |
+  python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="picket-agent"))')"
+
+step "Windows configuration examples"
+rm -rf "$out"
+mkdir -p "$out"
+# The Linux defaults (/var/lib/picket-agent, /etc/picket/policy.toml) made Windows paths;
+# literal TOML strings so the backslashes stay as they are.
+sed -e "s|^state_dir = .*|state_dir = 'C:\\\\ProgramData\\\\Picket\\\\state'|" \
+  -e "s|^# policy_file = .*|policy_file = 'C:\\\\ProgramData\\\\Picket\\\\policy.toml'|" \
+  config-examples/agent.toml >"$out/agent.toml"
+cp config-examples/policy.toml "$out/policy.toml"
+grep -E "^(state_dir|policy_file) =" "$out/agent.toml"
+check "Windows agent.toml: state_dir" grep -qxF "state_dir = 'C:\\ProgramData\\Picket\\state'" "$out/agent.toml"
+check "Windows agent.toml: policy_file" grep -qxF "policy_file = 'C:\\ProgramData\\Picket\\policy.toml'" "$out/agent.toml"
+
+step "wixl"
+msi="$out/picket-agent-$version-x64.msi"
+# wixl resolves Source= relative to the working directory and refuses absolute paths.
+cp "$exe" "$out/picket-agent.exe"
+wxs="$PWD/installers/msi/picket-agent.wxs"
+(cd "$out" && wixl -a x64 -D Version="$version" -D Exe=picket-agent.exe -D AgentToml=agent.toml \
+  -D PolicyToml=policy.toml -o "$msi" "$wxs")
+ls -l "$msi"
+
+step "msiinfo: tables"
+table() { msiinfo export "$msi" "$1" | tail -n +4 | tr -d '\r'; }
+for t in File Component ServiceInstall ServiceControl CustomAction Upgrade; do
+  echo "== $t"
+  table "$t"
+done
+tab=$'\t'
+check "File: picket-agent.exe in component AgentExe" \
+  grep -q "^PicketAgentExe${tab}AgentExe${tab}picket-agent.exe${tab}$(stat -c %s "$exe")${tab}" <<<"$(table File)"
+check "File: agent.toml.example" grep -q "${tab}agent.toml.example${tab}" <<<"$(table File)"
+check "File: policy.toml.example" grep -q "${tab}policy.toml.example${tab}" <<<"$(table File)"
+check "Component: AgentExe in INSTALLDIR, 64-bit, keyed on the exe" \
+  grep -q "^AgentExe${tab}{9D3E2B8C-1A47-4C5E-8F60-7B2D4E1C9A05}${tab}INSTALLDIR${tab}256${tab}${tab}PicketAgentExe$" <<<"$(table Component)"
+si="$(table ServiceInstall)"
+# 16 own process, 2 auto start, 1 normal error control.
+check "ServiceInstall: picket-agent, own process, auto start" \
+  grep -q "^PicketAgentService${tab}picket-agent${tab}Picket agent${tab}16${tab}2${tab}1${tab}" <<<"$si"
+check "ServiceInstall: runs as LocalService" grep -q "${tab}NT AUTHORITY\\\\LocalService${tab}" <<<"$si"
+check "ServiceInstall: service run with the ProgramData config" \
+  grep -qF -- '--config "[CommonAppDataFolder]Picket\agent.toml" --log-file "[CommonAppDataFolder]Picket\agent.log" service run' <<<"$si"
+# 163 = start on install (1) + stop on install (2) + stop on uninstall (32) + delete on uninstall (128).
+check "ServiceControl: start on install, stop both, remove on uninstall, wait" \
+  grep -q "^PicketAgentServiceControl${tab}picket-agent${tab}163${tab}${tab}1${tab}AgentExe$" <<<"$(table ServiceControl)"
+ca="$(table CustomAction)"
+# 3090 = exe from the installed file (18) + deferred (1024) + no impersonation (2048).
+check "CustomAction: PrepareData deferred as SYSTEM" \
+  grep -qF "PrepareData${tab}3090${tab}PicketAgentExe${tab}service prepare --data-dir \"[CommonAppDataFolder]Picket\"" <<<"$ca"
+check "CustomAction: Enroll with SERVER_URL and ENROLL_TOKEN_FILE" \
+  grep -qF 'enroll --server "[SERVER_URL]" --token-file "[ENROLL_TOKEN_FILE]"' <<<"$ca"
+seq="$(table InstallExecuteSequence)"
+prep_at="$(awk -F'\t' '$1=="PrepareData"{print $3}' <<<"$seq")"
+enroll_at="$(awk -F'\t' '$1=="Enroll"{print $3}' <<<"$seq")"
+files_at="$(awk -F'\t' '$1=="InstallFiles"{print $3}' <<<"$seq")"
+start_at="$(awk -F'\t' '$1=="StartServices"{print $3}' <<<"$seq")"
+check "sequence: InstallFiles < PrepareData < Enroll < StartServices ($files_at < $prep_at < $enroll_at < $start_at)" \
+  test "$files_at" -lt "$prep_at" -a "$prep_at" -lt "$enroll_at" -a "$enroll_at" -lt "$start_at"
+check "sequence: Enroll only on a first install with both properties" \
+  grep -qF "Enroll${tab}SERVER_URL AND ENROLL_TOKEN_FILE AND NOT Installed AND NOT WIX_UPGRADE_DETECTED" <<<"$seq"
+check "Upgrade: MajorUpgrade of earlier versions" \
+  grep -q "^{6B0C5E1A-4F7D-4E63-9E0B-2C1F7A9D3B41}${tab}${tab}$version${tab}${tab}1${tab}${tab}WIX_UPGRADE_DETECTED$" <<<"$(table Upgrade)"
+
+step "picket-agent.exe --version"
+pe_headers() {
+  headers="$(x86_64-w64-mingw32-objdump -f "$exe")"
+  echo "$headers"
+  check "PE32+ x86-64 executable (PE headers, not a run)" grep -q "file format pei-x86-64" <<<"$headers"
+}
+if command -v wine >/dev/null 2>&1; then
+  prefix="$(mktemp -d)"
+  if got="$(WINEPREFIX="$prefix" WINEDEBUG=-all timeout 300 wine "$exe" --version 2>/dev/null | tr -d '\r')"; then
+    echo "under wine: $got"
+    check "picket-agent.exe --version under wine" test "$got" = "picket-agent $version"
+  else
+    # Debian 12's wine64 without the i386 wine32 cannot create a prefix (syswow64).
+    echo "WINE COULD NOT RUN THE EXE (prefix creation failed): checking the PE headers instead"
+    pe_headers
+  fi
+  rm -rf "$prefix"
+else
+  echo "wine is not installed: checking the PE headers instead"
+  pe_headers
+fi
+
+printf '\n%d passed, %d failed\n' "$((checks - fails))" "$fails"
+[ "$fails" = 0 ]
