@@ -171,6 +171,56 @@ async fn exercise(url: &str) {
     assert_eq!(count, 20);
 
     rotation(&db, &keys, &a).await;
+    read_then_write_under_concurrency(&db, &a).await;
+}
+
+/// Many transactions that read, then write (with an audit event), at once:
+/// every one commits. On SQLite with several pooled connections, a deferred
+/// transaction's upgrade to writer failed at once with `SQLITE_BUSY` whenever
+/// another connection had committed since its read; that surfaced as sporadic
+/// 1011 closes on agent sessions.
+async fn read_then_write_under_concurrency(db: &DatabaseConnection, a: &agent::Model) {
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (db, a) = (db.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5 {
+                let txn = db.begin().await?;
+                let row = agent::Entity::find_by_id(a.id)
+                    .one(&txn)
+                    .await?
+                    .ok_or_else(|| sea_orm::DbErr::Custom("agent vanished".into()))?;
+                tokio::task::yield_now().await;
+                let mut am: agent::ActiveModel = row.into();
+                am.hostname = Set(format!("h-{i}-{round}"));
+                am.update(&txn).await?;
+                picket_server::audit::record(
+                    &txn,
+                    picket_server::audit::Event::agent(
+                        a.tenant_id,
+                        a.id,
+                        "test.touch",
+                        "agent",
+                        a.id,
+                    ),
+                )
+                .await?;
+                txn.commit().await?;
+            }
+            Ok::<(), sea_orm::DbErr>(())
+        }));
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} transactions failed: {failures:?}",
+        failures.len()
+    );
 }
 
 /// Signing-key rotation: the new key becomes active in one transaction, the
