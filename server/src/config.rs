@@ -693,8 +693,7 @@ impl ServerConfig {
 /// A replica id is a metrics label and a log field: short and plain.
 fn valid_replica_id(v: &str) -> bool {
     (1..=64).contains(&v.len())
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 

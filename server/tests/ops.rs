@@ -16,10 +16,7 @@ async fn health_readiness_and_metrics_with_a_token() {
     let token_file = secrets.path().join("metrics.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let t = app()
-        .with_env(
-            "PICKET_METRICS_TOKEN_FILE",
-            token_file.to_str().unwrap(),
-        )
+        .with_env("PICKET_METRICS_TOKEN_FILE", token_file.to_str().unwrap())
         .with_env("PICKET_REPLICA_ID", "replica-a")
         .start()
         .await;
@@ -70,8 +67,14 @@ async fn health_readiness_and_metrics_with_a_token() {
     ] {
         assert!(body.contains(expected), "missing {expected:?} in:\n{body}");
     }
-    assert!(!body.contains(&foreign), "an id from a path leaked into a label");
-    assert!(!body.contains("/no/such/route"), "an unmatched path became a label");
+    assert!(
+        !body.contains(&foreign),
+        "an id from a path leaked into a label"
+    );
+    assert!(
+        !body.contains("/no/such/route"),
+        "an unmatched path became a label"
+    );
     assert!(!body.contains("admin@acme.test") && !body.contains("Acme SOC"));
 }
 
@@ -89,14 +92,16 @@ async fn a_short_metrics_token_is_refused_at_start_up() {
     let token_file = secrets.path().join("metrics.token");
     std::fs::write(&token_file, "short").unwrap();
     let mut env = std::collections::HashMap::new();
-    env.insert("PICKET_MASTER_SECRET".to_owned(), support::SECRET.to_owned());
+    env.insert(
+        "PICKET_MASTER_SECRET".to_owned(),
+        support::SECRET.to_owned(),
+    );
     env.insert(
         "PICKET_METRICS_TOKEN_FILE".to_owned(),
         token_file.display().to_string(),
     );
     let err = picket_server::ServerConfig::load(None, false, &env)
-        .err()
-        .expect("a 5-character token must be refused");
+        .expect_err("a 5-character token must be refused");
     let text = err.to_string();
     assert!(
         text.starts_with("PICKET_METRICS_TOKEN_FILE: expected a token of at least 16"),

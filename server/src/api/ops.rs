@@ -33,8 +33,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let reason = if state.shutdown.is_cancelled() {
         Some("shutting_down")
     } else {
-        match tokio::time::timeout(DB_PROBE_TIMEOUT, state.db.execute_unprepared("SELECT 1"))
-            .await
+        match tokio::time::timeout(DB_PROBE_TIMEOUT, state.db.execute_unprepared("SELECT 1")).await
         {
             Ok(Ok(_)) => {
                 match tokio::time::timeout(

@@ -173,9 +173,7 @@ async fn listen(state: AppState, resweep: Arc<Notify>) {
             match next {
                 Ok(Some(n)) => handle(&state, n.payload()),
                 Ok(None) => {
-                    tracing::warn!(
-                        "lost the notification connection; reconnecting, then sweeping"
-                    );
+                    tracing::warn!("lost the notification connection; reconnecting, then sweeping");
                     resweep.notify_one();
                 }
                 Err(e) => {

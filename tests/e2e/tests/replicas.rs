@@ -95,14 +95,12 @@ async fn session(addr: SocketAddr, keys: &AgentKeys, agent_id: uuid::Uuid) -> Ws
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/agent/connect"))
         .await
         .unwrap();
-    let challenge = loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(t))) => match picket_proto::decode_server_msg(&t, 1 << 20) {
-                Ok(ServerMsg::Challenge(c)) => break c,
-                other => panic!("expected a challenge, got {other:?}"),
-            },
+    let challenge = match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Text(t))) => match picket_proto::decode_server_msg(&t, 1 << 20) {
+            Ok(ServerMsg::Challenge(c)) => c,
             other => panic!("expected a challenge, got {other:?}"),
-        }
+        },
+        other => panic!("expected a challenge, got {other:?}"),
     };
     let sig = keys.sign(&Hello::signing_bytes(
         &challenge.nonce.0,
@@ -149,7 +147,9 @@ async fn connected_on(api: &Api, agent_id: &str) -> anyhow::Result<Option<Value>
 }
 
 async fn deploy(s: &Stack, approver_b: &Api, title: &str) -> anyhow::Result<(String, String)> {
-    let (rule_id, _) = s.create_rule(title, "index=main sourcetype=sshd Failed").await?;
+    let (rule_id, _) = s
+        .create_rule(title, "index=main sourcetype=sshd Failed")
+        .await?;
     let dep = s.request_deploy(&rule_id, 1).await?;
     approver_b
         .post_ok(&format!("/v1/deployments/{dep}/approve"), json!({}))
@@ -233,10 +233,14 @@ async fn scenario(url: String) {
     assert!(s.sim.saved_search(&format!("picket-{rule1}")).is_some());
 
     // 2. One fleet view: B lists the agent (connected to A) as connected, with health.
-    let v = wait::until("B to show the agent connected with health", WAIT, || async {
-        let v = connected_on(&admin_b, &agent_id).await?;
-        Ok(v.filter(|v| v["health"].is_object()))
-    })
+    let v = wait::until(
+        "B to show the agent connected with health",
+        WAIT,
+        || async {
+            let v = connected_on(&admin_b, &agent_id).await?;
+            Ok(v.filter(|v| v["health"].is_object()))
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&s, &b)));
     assert!(
@@ -280,7 +284,10 @@ async fn scenario(url: String) {
     // B's session is the live one: both views say connected, and B pings it.
     assert!(connected_on(&admin_b, &agent_id).await.unwrap().is_some());
     loop {
-        match tokio::time::timeout(WAIT, on_b_session.next()).await.unwrap() {
+        match tokio::time::timeout(WAIT, on_b_session.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Text(t))) => {
                 if let Ok(ServerMsg::Ping { .. }) = picket_proto::decode_server_msg(&t, 1 << 20) {
                     break;
@@ -300,9 +307,11 @@ async fn scenario(url: String) {
     std::fs::write(&s.agent.config_path, cfg).unwrap();
     let before = s.server.log().matches("agent connected").count();
     s.agent.start().unwrap();
-    wait::until("the agent to connect to A through the switch", WAIT, || async {
-        Ok((s.server.log().matches("agent connected").count() > before).then_some(()))
-    })
+    wait::until(
+        "the agent to connect to A through the switch",
+        WAIT,
+        || async { Ok((s.server.log().matches("agent connected").count() > before).then_some(())) },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&s, &b)));
     s.server.kill().await;
@@ -323,7 +332,10 @@ async fn scenario(url: String) {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     for dep in [&dep1, &dep2] {
-        let d = admin_b.get_ok(&format!("/v1/deployments/{dep}")).await.unwrap();
+        let d = admin_b
+            .get_ok(&format!("/v1/deployments/{dep}"))
+            .await
+            .unwrap();
         let job = d["job_id"].as_str().unwrap();
         let runs = entries
             .iter()

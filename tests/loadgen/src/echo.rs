@@ -31,7 +31,8 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
             continue;
         };
         tokio::spawn(async move {
-            let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config())).await
+            let Ok(mut ws) =
+                tokio_tungstenite::accept_async_with_config(stream, Some(config())).await
             else {
                 return;
             };

@@ -240,11 +240,10 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
         };
         match msg {
             ServerMsg::Challenge(c) => {
-                let sig = agent.keys.sign(&Hello::signing_bytes(
-                    &c.nonce.0,
-                    &agent.id,
-                    &c.server_key,
-                ));
+                let sig =
+                    agent
+                        .keys
+                        .sign(&Hello::signing_bytes(&c.nonce.0, &agent.id, &c.server_key));
                 let Ok(version) = AgentVersion::new("0.1.0") else {
                     break None;
                 };
@@ -267,14 +266,13 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
                 }
             }
             ServerMsg::Job { job } => {
-                let opened = picket_shared::verify_job(&job, &[agent.server_key])
-                    .and_then(|h| {
-                        if h.agent_id == agent.id {
-                            picket_shared::open_job(&job, &h, &agent.keys).map(|_| h)
-                        } else {
-                            Err(picket_shared::OpenError::BadSignature)
-                        }
-                    });
+                let opened = picket_shared::verify_job(&job, &[agent.server_key]).and_then(|h| {
+                    if h.agent_id == agent.id {
+                        picket_shared::open_job(&job, &h, &agent.keys).map(|_| h)
+                    } else {
+                        Err(picket_shared::OpenError::BadSignature)
+                    }
+                });
                 let header = match opened {
                     Ok(h) => h,
                     Err(e) => {
@@ -283,9 +281,14 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
                         continue;
                     }
                 };
-                if send(&mut ws, &AgentMsg::JobAck { job_id: header.job_id })
-                    .await
-                    .is_err()
+                if send(
+                    &mut ws,
+                    &AgentMsg::JobAck {
+                        job_id: header.job_id,
+                    },
+                )
+                .await
+                .is_err()
                 {
                     break None;
                 }
@@ -293,9 +296,10 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
                 if let Some(ts) = header.job_id.get_timestamp() {
                     let (s, n) = ts.to_unix();
                     let enq = UNIX_EPOCH + Duration::new(s, n);
-                    if let (Ok(d), Ok(mut v)) =
-                        (SystemTime::now().duration_since(enq), stats.ack_latencies.lock())
-                    {
+                    if let (Ok(d), Ok(mut v)) = (
+                        SystemTime::now().duration_since(enq),
+                        stats.ack_latencies.lock(),
+                    ) {
                         v.push(d.as_secs_f64());
                     }
                 }
@@ -313,10 +317,8 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
             ServerMsg::ResultAck { .. } => {
                 stats.results_acked.fetch_add(1, Ordering::Relaxed);
             }
-            ServerMsg::Ping { t } => {
-                if send(&mut ws, &AgentMsg::Pong { t }).await.is_err() {
-                    break None;
-                }
+            ServerMsg::Ping { t } if send(&mut ws, &AgentMsg::Pong { t }).await.is_err() => {
+                break None;
             }
             ServerMsg::RetryAfter { secs } => {
                 stats.retry_after.fetch_add(1, Ordering::Relaxed);

@@ -186,7 +186,10 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
     // Let allocations from setup settle before the baseline.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (base_rss, _) = server.usage()?;
-    r.add("server rss before connect", format!("{:.1} MiB", kib(base_rss) / 1024.0));
+    r.add(
+        "server rss before connect",
+        format!("{:.1} MiB", kib(base_rss) / 1024.0),
+    );
 
     let stats = Arc::new(Stats::default());
     let stop = CancellationToken::new();
@@ -213,7 +216,10 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
     connected_in?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss, cpu0) = server.usage()?;
-    r.add("server rss connected", format!("{:.1} MiB", kib(rss) / 1024.0));
+    r.add(
+        "server rss connected",
+        format!("{:.1} MiB", kib(rss) / 1024.0),
+    );
     #[allow(clippy::cast_precision_loss)]
     let per_agent = kib(rss.saturating_sub(base_rss)) / opts.agents.max(1) as f64;
     r.add("server rss per agent", format!("{per_agent:.1} KiB"));
@@ -225,9 +231,15 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
             let (rss2, cpu1) = server.usage()?;
             r.add(
                 "server cpu idle",
-                format!("{:.1} % of one core", 100.0 * (cpu1 - cpu0) / t.elapsed().as_secs_f64()),
+                format!(
+                    "{:.1} % of one core",
+                    100.0 * (cpu1 - cpu0) / t.elapsed().as_secs_f64()
+                ),
             );
-            r.add("server rss after hold", format!("{:.1} MiB", kib(rss2) / 1024.0));
+            r.add(
+                "server rss after hold",
+                format!("{:.1} MiB", kib(rss2) / 1024.0),
+            );
         }
         Scenario::FanOut => {
             let (first, last) = setup::fan_out(&admins, &conns, opts.api_concurrency).await?;
@@ -251,7 +263,11 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
             r.add("jobs acked", r.jobs_acked);
             r.add("results acked", stats.results_acked.load(Ordering::Relaxed));
             r.add("jobs refused", stats.jobs_refused.load(Ordering::Relaxed));
-            let mut v = stats.ack_latencies.lock().map(|v| v.clone()).unwrap_or_default();
+            let mut v = stats
+                .ack_latencies
+                .lock()
+                .map(|v| v.clone())
+                .unwrap_or_default();
             v.sort_by(f64::total_cmp);
             for (name, p) in [("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("max", 100.0)] {
                 r.add(
@@ -287,7 +303,10 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
             r.health_written = written;
             #[allow(clippy::cast_precision_loss)]
             {
-                r.add("health sent", format!("{sent} ({:.0}/s)", sent as f64 / secs));
+                r.add(
+                    "health sent",
+                    format!("{sent} ({:.0}/s)", sent as f64 / secs),
+                );
                 r.add(
                     "health ingested",
                     format!("{written} ({:.0}/s)", written as f64 / secs),
@@ -298,7 +317,10 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
                 i128::from(sent) - i128::from(written),
             );
             r.add("health dropped (server)", dropped);
-            r.add("server cpu during health", format!("{:.1} %", 100.0 * (c1 - c0) / secs));
+            r.add(
+                "server cpu during health",
+                format!("{:.1} %", 100.0 * (c1 - c0) / secs),
+            );
         }
         Scenario::Storm => {
             let before = stats.errors();
@@ -306,20 +328,30 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
             let killed = Instant::now();
             server.restart().await?;
             let up = Instant::now();
-            r.add("server restart", format!("{:.1} s", (up - killed).as_secs_f64()));
-            let back = wait_for("every agent back after the restart", opts.settle_timeout, || {
-                stats
-                    .last_welcome
-                    .lock()
-                    .map(|m| m.values().filter(|t| **t > up).count() >= opts.agents)
-                    .unwrap_or(false)
-            })
+            r.add(
+                "server restart",
+                format!("{:.1} s", (up - killed).as_secs_f64()),
+            );
+            let back = wait_for(
+                "every agent back after the restart",
+                opts.settle_timeout,
+                || {
+                    stats
+                        .last_welcome
+                        .lock()
+                        .map(|m| m.values().filter(|t| **t > up).count() >= opts.agents)
+                        .unwrap_or(false)
+                },
+            )
             .await;
             r.add(
                 "reconnect all after restart",
                 format!("{:.1} s", up.elapsed().as_secs_f64()),
             );
-            r.add("retry-after answers", stats.retry_after.load(Ordering::Relaxed));
+            r.add(
+                "retry-after answers",
+                stats.retry_after.load(Ordering::Relaxed),
+            );
             let mut errs: Vec<(String, u64)> = stats
                 .errors()
                 .into_iter()

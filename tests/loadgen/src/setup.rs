@@ -161,7 +161,7 @@ pub async fn enroll(
                 let (x, e) = (keys.x25519_public(), keys.ed25519_public());
                 let req = EnrollRequest {
                     token_secret: B64(token.secret),
-                    hostname: Hostname::new(&format!("loadgen-{i}"))
+                    hostname: Hostname::new(format!("loadgen-{i}"))
                         .map_err(|e| anyhow::anyhow!("hostname: {e}"))?,
                     version: AgentVersion::new("0.1.0")
                         .map_err(|e| anyhow::anyhow!("version: {e}"))?,
@@ -173,8 +173,9 @@ pub async fn enroll(
                     .post("/v1/agent/enroll", &serde_json::to_value(&req)?)
                     .await?;
                 let resp: EnrollResponse = serde_json::from_value(v)?;
-                let server_key = ed25519_dalek::VerifyingKey::from_bytes(&resp.server_signing_key.0)
-                    .map_err(|e| anyhow::anyhow!("server key: {e}"))?;
+                let server_key =
+                    ed25519_dalek::VerifyingKey::from_bytes(&resp.server_signing_key.0)
+                        .map_err(|e| anyhow::anyhow!("server key: {e}"))?;
                 anyhow::ensure!(
                     picket_shared::fingerprint(&server_key) == token.fingerprint,
                     "the server key does not match the token's fingerprint"

@@ -44,8 +44,15 @@ async fn the_echo_floor_holds_the_same_connections() {
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("echo connections"), "{text}");
-    let line = text.lines().find(|l| l.starts_with("echo connections")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("echo connections"))
+        .unwrap();
     assert!(line.trim_end().ends_with(" 50"), "{text}");
 }

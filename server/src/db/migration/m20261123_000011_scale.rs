@@ -46,7 +46,11 @@ impl MigrationTrait for Migration {
                         .big_integer()
                         .not_null(),
                 )
-                .col(ColumnDef::new(AgentSessions::SeenAt).big_integer().not_null())
+                .col(
+                    ColumnDef::new(AgentSessions::SeenAt)
+                        .big_integer()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
