@@ -146,12 +146,29 @@ async fn connected_on(api: &Api, agent_id: &str) -> anyhow::Result<Option<Value>
     Ok((v["connected"] == json!(true)).then_some(v))
 }
 
-async fn deploy(s: &Stack, approver_b: &Api, title: &str) -> anyhow::Result<(String, String)> {
-    let (rule_id, _) = s
-        .create_rule(title, "index=main sourcetype=sshd Failed")
+/// Creates a rule and requests its deployment as the requester, approves it
+/// as the approver, all through one replica's API.
+async fn deploy(
+    requester: &Api,
+    approver: &Api,
+    connection_id: &str,
+    title: &str,
+) -> anyhow::Result<(String, String)> {
+    let rule = requester
+        .post_ok(
+            "/v1/rules",
+            json!({ "title": title, "description": "Detects it.", "severity": "high", "query": "index=main sourcetype=sshd Failed", "cron": "*/5 * * * *", "earliest": "-10m", "latest": "now" }),
+        )
         .await?;
-    let dep = s.request_deploy(&rule_id, 1).await?;
-    approver_b
+    let rule_id = rule["id"].as_str().unwrap_or_default().to_owned();
+    let dep = requester
+        .post_ok(
+            "/v1/deployments",
+            json!({ "rule_id": rule_id, "version": 1, "connection_id": connection_id, "message": "new detection" }),
+        )
+        .await?;
+    let dep = dep["id"].as_str().unwrap_or_default().to_owned();
+    approver
         .post_ok(&format!("/v1/deployments/{dep}/approve"), json!({}))
         .await?;
     Ok((rule_id, dep))
@@ -215,6 +232,7 @@ async fn scenario(url: String) {
     .unwrap();
     let on_b = Api::new(&b.url, None).unwrap();
     let approver_b = on_b.login("sam@acme.test").await.unwrap();
+    let requester_b = on_b.login("dana@acme.test").await.unwrap();
     let admin_b = on_b.login("admin@acme.test").await.unwrap();
     let agent_id = s.agent.agent_id.clone();
     let logs = |s: &Stack, b: &ServerProc| {
@@ -227,7 +245,9 @@ async fn scenario(url: String) {
     };
 
     // 1. Approved through B, delivered by A.
-    let (rule1, dep1) = deploy(&s, &approver_b, "Approved on B").await.unwrap();
+    let (rule1, dep1) = deploy(&requester_b, &approver_b, &s.connection_id, "Approved on B")
+        .await
+        .unwrap();
     let done = wait_final(&admin_b, &dep1, &logs(&s, &b)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert!(s.sim.saved_search(&format!("picket-{rule1}")).is_some());
@@ -316,9 +336,14 @@ async fn scenario(url: String) {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&s, &b)));
     s.server.kill().await;
     switch.point_at(b.addr);
-    let (rule2, dep2) = deploy(&s, &approver_b, "Approved while A is down")
-        .await
-        .unwrap();
+    let (rule2, dep2) = deploy(
+        &requester_b,
+        &approver_b,
+        &s.connection_id,
+        "Approved while A is down",
+    )
+    .await
+    .unwrap();
     let done = wait_final(&admin_b, &dep2, &logs(&s, &b)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert!(s.sim.saved_search(&format!("picket-{rule2}")).is_some());
