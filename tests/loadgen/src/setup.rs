@@ -172,7 +172,8 @@ pub async fn enroll(
                 let v = api
                     .post("/v1/agent/enroll", &serde_json::to_value(&req)?)
                     .await?;
-                let resp: EnrollResponse = serde_json::from_value(v)?;
+                // From text: some fields deserialize only from borrowed strings.
+                let resp: EnrollResponse = serde_json::from_str(&v.to_string())?;
                 let server_key =
                     ed25519_dalek::VerifyingKey::from_bytes(&resp.server_signing_key.0)
                         .map_err(|e| anyhow::anyhow!("server key: {e}"))?;
