@@ -70,6 +70,9 @@ struct FileConfig {
     sessions: Option<SessionsFile>,
     #[serde(default)]
     login: Option<LoginFile>,
+    metrics_token_file: Option<PathBuf>,
+    replica_id: Option<String>,
+    replica_sweep_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -290,6 +293,17 @@ pub struct ServerConfig {
     pub login_ip_failures: u32,
     /// `login.max_delay_secs`: the longest wait imposed after repeated failures.
     pub login_max_delay_secs: u64,
+    /// `metrics_token_file` / `PICKET_METRICS_TOKEN_FILE`: a file holding the
+    /// bearer token a scraper must send to `GET /metrics` (at least 16
+    /// characters). Unset: `/metrics` answers 403 `metrics_disabled`.
+    pub metrics_token: Option<Zeroizing<String>>,
+    /// `replica_id` / `PICKET_REPLICA_ID` (default: the host name): names this
+    /// process among the replicas sharing one database, in metrics and logs.
+    pub replica_id: String,
+    /// `replica_sweep_secs` (default 10, 1 to 3600): on PostgreSQL, how often
+    /// each replica sweeps the outbox for jobs whose cross-replica wake-up
+    /// was lost (the safety net under `LISTEN/NOTIFY`).
+    pub replica_sweep_secs: u64,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -602,7 +616,50 @@ impl ServerConfig {
             return Err(invalid("login.max_delay_secs", "expected 1 to 86400"));
         }
 
+        let metrics_token = match env
+            .var("PICKET_METRICS_TOKEN_FILE")
+            .map(|v| ("PICKET_METRICS_TOKEN_FILE", PathBuf::from(v)))
+            .or(file.metrics_token_file.map(|p| ("metrics_token_file", p)))
+        {
+            None => None,
+            Some((key, path)) => {
+                let text = read_secret_file(key, &path)?;
+                let token = Zeroizing::new(text.trim().to_owned());
+                if token.len() < 16 || !token.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(invalid(
+                        key,
+                        "expected a token of at least 16 printable ASCII characters, without spaces",
+                    ));
+                }
+                Some(token)
+            }
+        };
+        let replica_id = match env
+            .var("PICKET_REPLICA_ID")
+            .map(|v| ("PICKET_REPLICA_ID", v))
+            .or(file.replica_id.map(|v| ("replica_id", v)))
+        {
+            Some((key, v)) => {
+                if !valid_replica_id(&v) {
+                    return Err(invalid(
+                        key,
+                        "expected 1 to 64 characters among A-Z a-z 0-9 . _ -",
+                    ));
+                }
+                v
+            }
+            None => default_replica_id(),
+        };
+
+        let replica_sweep_secs = file.replica_sweep_secs.unwrap_or(10);
+        if !(1..=3600).contains(&replica_sweep_secs) {
+            return Err(invalid("replica_sweep_secs", "expected 1 to 3600"));
+        }
+
         Ok(ServerConfig {
+            metrics_token,
+            replica_id,
+            replica_sweep_secs,
             mode,
             trusted_proxies,
             session_idle_secs,
@@ -631,6 +688,22 @@ impl ServerConfig {
             log_format,
         })
     }
+}
+
+/// A replica id is a metrics label and a log field: short and plain.
+fn valid_replica_id(v: &str) -> bool {
+    (1..=64).contains(&v.len())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The host name (Linux), or `local` when it cannot be read or is not a valid id.
+fn default_replica_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| valid_replica_id(h))
+        .unwrap_or_else(|| "local".to_owned())
 }
 
 /// An optional numeric environment variable.

@@ -15,6 +15,7 @@
 //! - [`api`]: HTTP routes grouped by resource, merged in one router.
 //! - [`gateway`]: agent connections, the live-connection registry and job delivery.
 //! - [`audit`]: the audit trail, written in the same transaction as each change.
+//! - [`metrics`]: `/metrics` (OpenMetrics text) and the HTTP latency middleware.
 //! - [`error`]: the one HTTP error type.
 
 pub mod api;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod gateway;
 pub mod keys;
 pub mod listener;
+pub mod metrics;
 pub mod service;
 pub mod time;
 
@@ -65,6 +67,8 @@ pub struct Inner {
     pub shutdown: CancellationToken,
     /// Sign-in throttling per client IP and per account (in memory, per process).
     pub login_limiter: auth::LoginLimiter,
+    /// Operational metrics of this process, served at `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl std::ops::Deref for AppState {
@@ -115,7 +119,9 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         Some(t) => Some(listener::acceptor(t)?),
         None => None,
     };
-    let (health, health_task) = service::health::spawn_writer(db.clone(), shutdown.clone());
+    let metrics = metrics::Metrics::new(&config.replica_id);
+    let (health, health_task) =
+        service::health::spawn_writer(db.clone(), shutdown.clone(), metrics.clone());
     let admission = gateway::Admission::new(config.admission_rate_per_sec, config.admission_burst);
     let login_limiter = auth::LoginLimiter::new(
         config.login_account_failures,
@@ -133,9 +139,11 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         witness_proofs: gateway::witness::ProofCache::default(),
         shutdown: shutdown.clone(),
         login_limiter,
+        metrics,
     }));
     let checkpointer = audit::checkpoint::spawn(state.clone());
     let streamer = audit::stream::spawn(state.clone());
+    let cluster = gateway::cluster::spawn(&state);
     tracing::info!(%addr, tls = tls.is_some(), fingerprint = %state.keys.fingerprint, "picket-server listening");
     let app = api::router(state.clone());
     let task = tokio::spawn(async move {
@@ -143,6 +151,9 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         shutdown.cancel();
         let _ = health_task.await;
         let _ = checkpointer.await;
+        for t in cluster {
+            let _ = t.await;
+        }
         if let Some(s) = streamer {
             let _ = s.await;
         }

@@ -104,6 +104,12 @@ const MATRIX: &[(&str, &str, Need)] = &[
 const NOT_IN_DOCUMENT: &[(&str, &str, &str)] = &[
     ("GET", "/", "the landing page (HTML)"),
     ("GET", "/healthz", "the load balancer's health check"),
+    ("GET", "/readyz", "the load balancer's readiness check"),
+    (
+        "GET",
+        "/metrics",
+        "Prometheus scrape, its own bearer token (operations.md)",
+    ),
     ("GET", "/v1/openapi.json", "the document itself"),
     (
         "GET",

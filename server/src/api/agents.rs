@@ -32,7 +32,7 @@ pub enum FleetStatus {
     Online,
     /// Connected, but a SIEM is unreachable.
     Degraded,
-    /// Not connected to this server.
+    /// Not connected to any replica.
     Offline,
     /// Revoked.
     Revoked,
@@ -88,7 +88,7 @@ pub struct AgentResponse {
     pub version: String,
     /// Derived status.
     pub status: FleetStatus,
-    /// Connected to this server now.
+    /// Connected now, to this server or (PostgreSQL) to another replica.
     pub connected: bool,
     /// Enrolled (RFC 3339).
     pub enrolled_at: String,
@@ -102,8 +102,25 @@ pub struct AgentResponse {
     pub rotation_requested_at: Option<String>,
 }
 
-fn view(state: &AppState, v: AgentView) -> AgentResponse {
-    let connected = state.registry.is_connected(v.agent.id);
+/// Agents among `views` connected to another replica (PostgreSQL scale-out).
+async fn elsewhere(
+    state: &AppState,
+    views: &[AgentView],
+) -> ApiResult<std::collections::HashSet<Uuid>> {
+    let ids: Vec<Uuid> = views
+        .iter()
+        .map(|v| v.agent.id)
+        .filter(|id| !state.registry.is_connected(*id))
+        .collect();
+    Ok(crate::gateway::cluster::connected_elsewhere(state, &state.db, &ids).await?)
+}
+
+fn view(
+    state: &AppState,
+    v: AgentView,
+    elsewhere: &std::collections::HashSet<Uuid>,
+) -> AgentResponse {
+    let connected = state.registry.is_connected(v.agent.id) || elsewhere.contains(&v.agent.id);
     let now = unix_now();
     let health = v.health.map(|h| {
         let siem: Vec<SiemHealth> = serde_json::from_str(&h.siem).unwrap_or_default();
@@ -161,7 +178,10 @@ pub async fn list(
     user: Auth<perm::ReadAgents>,
 ) -> ApiResult<Json<Vec<AgentResponse>>> {
     let all = agents::list(&state.db, user.tenant_id).await?;
-    Ok(Json(all.into_iter().map(|v| view(&state, v)).collect()))
+    let remote = elsewhere(&state, &all).await?;
+    Ok(Json(
+        all.into_iter().map(|v| view(&state, v, &remote)).collect(),
+    ))
 }
 
 /// One agent.
@@ -172,7 +192,8 @@ pub async fn show(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<AgentResponse>> {
     let v = agents::get(&state.db, user.tenant_id, id).await?;
-    Ok(Json(view(&state, v)))
+    let remote = elsewhere(&state, std::slice::from_ref(&v)).await?;
+    Ok(Json(view(&state, v, &remote)))
 }
 
 /// Revokes an agent (admin only, audited). Its live connection is sent
@@ -188,7 +209,8 @@ pub async fn revoke(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<AgentResponse>> {
     let v = agents::revoke(&state, admin.tenant_id, admin.id, id).await?;
-    Ok(Json(view(&state, v)))
+    let remote = elsewhere(&state, std::slice::from_ref(&v)).await?;
+    Ok(Json(view(&state, v, &remote)))
 }
 
 /// Asks an agent to rotate its key pairs (admin only, audited as
@@ -206,5 +228,6 @@ pub async fn rotate_keys(
 ) -> ApiResult<Json<AgentResponse>> {
     key_rotation::request(&state, &admin, id).await?;
     let v = agents::get(&state.db, admin.tenant_id, id).await?;
-    Ok(Json(view(&state, v)))
+    let remote = elsewhere(&state, std::slice::from_ref(&v)).await?;
+    Ok(Json(view(&state, v, &remote)))
 }

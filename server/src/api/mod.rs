@@ -13,6 +13,7 @@
 //! - [`deployments`]: requests, approvals, status.
 //! - [`audit`]: the audit log: events, checkpoints, proofs, exports.
 //! - [`openapi`]: the OpenAPI document.
+//! - [`ops`]: `/readyz` and `/metrics` for operators.
 
 pub mod accounts;
 pub mod agents;
@@ -23,6 +24,7 @@ pub mod deployments;
 pub mod enrollment;
 pub mod invitations;
 pub mod openapi;
+pub mod ops;
 pub mod rules;
 
 use axum::extract::rejection::JsonRejection;
@@ -211,7 +213,8 @@ pub fn router(state: AppState) -> Router {
         .merge(rules::router())
         .merge(deployments::router())
         .merge(audit::router())
-        .merge(openapi::router());
+        .merge(openapi::router())
+        .merge(ops::router());
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
@@ -219,6 +222,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track_http,
+        ))
         .layer(axum::middleware::from_fn(audit_context))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(

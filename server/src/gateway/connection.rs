@@ -284,6 +284,10 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         .filter(agent::Column::Id.eq(agent_row.id))
         .exec(&state.db)
         .await;
+    // A newer session of the same agent on this replica owns the row now.
+    if !state.registry.is_connected(agent_row.id) {
+        let _ = super::cluster::session_ended(&state, agent_row.id).await;
+    }
     let _ = audit::record(
         &state.db,
         Event::agent(
@@ -371,7 +375,11 @@ async fn session(
         audit::record(&state.db, ev).await.map(|()| true)
     };
     match connected.await {
-        Ok(true) => {}
+        Ok(true) => {
+            if let Err(e) = super::cluster::session_started(state, a.id).await {
+                return internal("recording which replica holds the session", &e);
+            }
+        }
         Ok(false) => return End::Revoked,
         Err(e) => {
             tracing::error!(error = %e, "recording agent connect failed");
@@ -514,15 +522,21 @@ async fn handle(
         AgentMsg::Hello(_) => return Err(End::Protocol("hello after handshake")),
         AgentMsg::Pong { .. } => {}
         AgentMsg::JobAck { job_id } => {
-            jobs::mark_acked(&state.db, a.tenant_id, a.id, job_id)
+            let first = jobs::mark_acked(&state.db, a.tenant_id, a.id, job_id)
                 .await
                 .map_err(|e| internal("recording a job ack", &e))?;
+            if first {
+                state.metrics.job_acked(job_id);
+            }
         }
         AgentMsg::JobResult(r) => {
             let ours = jobs::record_result(&state.db, a.tenant_id, a.id, &r)
                 .await
                 .map_err(|e| internal("recording a job result", &e))?;
             if ours {
+                state
+                    .metrics
+                    .job_result(r.outcome.as_str(), r.error_class.map(|c| c.as_str()));
                 tracing::info!(agent_id = %a.id, job_id = %r.job_id, outcome = r.outcome.as_str(), error_class = r.error_class.map(|c| c.as_str()), "job result");
                 if !send(socket, &ServerMsg::ResultAck { job_id: r.job_id }).await {
                     return Err(End::Closed);

@@ -16,10 +16,12 @@
 //! # Layout
 //! - [`admission`]: the connection-admission rate limit and its counters.
 //! - [`registry`]: which agent is connected where, and how to wake or revoke it.
+//! - [`cluster`]: replicas on one PostgreSQL: `LISTEN/NOTIFY` between them and the sweep.
 //! - [`connection`]: one agent session, from challenge to close.
 //! - [`witness`]: audit checkpoints pushed to agents and consistency proofs for them.
 
 pub mod admission;
+pub mod cluster;
 pub mod connection;
 pub mod registry;
 pub mod witness;

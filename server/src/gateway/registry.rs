@@ -1,13 +1,21 @@
 //! Live agent connections. One entry per connected agent; a newer connection
 //! for the same agent replaces the older one, which is told to close, so there
 //! are never two live sessions for one agent.
+//!
+//! With several replicas (PostgreSQL), the registry also tells the others
+//! ([`super::cluster`]): a new session announces itself so a stale one on
+//! another replica closes, and a wake-up, revocation or key-rotation request
+//! for an agent not connected here is passed on. The `*_local` methods are
+//! what a notification from another replica does here.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
+
+use super::cluster::Signal;
 
 /// What the rest of the server can ask of a connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +40,11 @@ struct Entry {
 pub struct Registry {
     inner: Mutex<HashMap<Uuid, Entry>>,
     next_id: AtomicU64,
+    /// The queue to the other replicas; set once at start-up on PostgreSQL.
+    peers: OnceLock<mpsc::Sender<Signal>>,
+    /// This process among the replicas (random per start), so a replica
+    /// ignores its own announcements.
+    instance: OnceLock<Uuid>,
 }
 
 /// A registered connection; unregisters itself on drop (only if still current).
@@ -54,6 +67,7 @@ impl Registry {
         if let Some(old) = old {
             send_reliably(old.tx, Command::Replaced);
         }
+        self.publish(Signal::Connected(agent_id));
         Registration {
             registry: self,
             agent_id,
@@ -61,36 +75,98 @@ impl Registry {
         }
     }
 
-    /// Wakes the agent's connection, if it has one here. Never blocks: a full
-    /// queue already holds a wake-up.
-    pub fn wake(&self, agent_id: Uuid) {
-        let tx = self.with(|m| m.get(&agent_id).map(|e| e.tx.clone()));
-        if let Some(tx) = tx {
-            let _ = tx.try_send(Command::Wake);
+    /// Connects the registry to the other replicas (see [`super::cluster`]).
+    pub fn set_peers(&self, tx: mpsc::Sender<Signal>) {
+        let _ = self.peers.set(tx);
+    }
+
+    /// Whether other replicas share the database (PostgreSQL).
+    pub fn has_peers(&self) -> bool {
+        self.peers.get().is_some()
+    }
+
+    /// This process's id among the replicas.
+    pub fn instance(&self) -> Uuid {
+        *self.instance.get_or_init(Uuid::new_v4)
+    }
+
+    /// Queues a signal for the other replicas, if there are any. Never
+    /// blocks: when the queue is full the signal is dropped (logged), and the
+    /// periodic sweep delivers its effect.
+    fn publish(&self, s: Signal) {
+        if let Some(tx) = self.peers.get()
+            && tx.try_send(s).is_err()
+        {
+            tracing::warn!(
+                signal = ?s,
+                "replica notification queue full; the sweep will catch up"
+            );
         }
     }
 
-    /// Tells the agent's connection, if it has one here, that the agent is
-    /// revoked. Returns whether there was one. Never blocks; the command is
-    /// not lost when the queue is full (see [`send_reliably`]).
-    pub fn revoke(&self, agent_id: Uuid) -> bool {
+    /// Wakes the agent's connection; if it is not connected here, the other
+    /// replicas are told. Never blocks: a full queue already holds a wake-up.
+    pub fn wake(&self, agent_id: Uuid) {
+        if !self.wake_local(agent_id) {
+            self.publish(Signal::Wake(agent_id));
+        }
+    }
+
+    /// Wakes the agent's connection if it has one here; returns whether it had.
+    pub fn wake_local(&self, agent_id: Uuid) -> bool {
         let tx = self.with(|m| m.get(&agent_id).map(|e| e.tx.clone()));
         match tx {
             Some(tx) => {
-                send_reliably(tx, Command::Revoke);
+                let _ = tx.try_send(Command::Wake);
                 true
             }
             None => false,
         }
     }
 
-    /// Tells the agent's connection, if it has one here, to ask the agent
-    /// for a key rotation. Returns whether there was one.
+    /// Tells the agent's connection that the agent is revoked, here and on
+    /// the other replicas. Returns whether it had a connection here. Never
+    /// blocks; the command is not lost when the queue is full (see
+    /// [`send_reliably`]).
+    pub fn revoke(&self, agent_id: Uuid) -> bool {
+        self.publish(Signal::Revoke(agent_id));
+        self.revoke_local(agent_id)
+    }
+
+    /// [`Registry::revoke`], for a connection here only.
+    pub fn revoke_local(&self, agent_id: Uuid) -> bool {
+        self.command_local(agent_id, Command::Revoke)
+    }
+
+    /// Tells the agent's connection to ask the agent for a key rotation; if
+    /// it is not connected here, the other replicas are told. Returns whether
+    /// it had a connection here.
     pub fn request_key_rotation(&self, agent_id: Uuid) -> bool {
+        let here = self.request_key_rotation_local(agent_id);
+        if !here {
+            self.publish(Signal::RotateKeys(agent_id));
+        }
+        here
+    }
+
+    /// [`Registry::request_key_rotation`], for a connection here only.
+    pub fn request_key_rotation_local(&self, agent_id: Uuid) -> bool {
+        self.command_local(agent_id, Command::RequestKeyRotation)
+    }
+
+    /// The agent connected to another replica: its session here, if any, is
+    /// stale and closes.
+    pub fn replaced_elsewhere(&self, agent_id: Uuid) {
+        if let Some(old) = self.with(|m| m.remove(&agent_id)) {
+            send_reliably(old.tx, Command::Replaced);
+        }
+    }
+
+    fn command_local(&self, agent_id: Uuid, cmd: Command) -> bool {
         let tx = self.with(|m| m.get(&agent_id).map(|e| e.tx.clone()));
         match tx {
             Some(tx) => {
-                send_reliably(tx, Command::RequestKeyRotation);
+                send_reliably(tx, cmd);
                 true
             }
             None => false,

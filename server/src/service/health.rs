@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::entity::{agent_health, health_sample};
+use crate::metrics::Metrics;
 
 /// Most reports written in one transaction.
 pub const MAX_BATCH: usize = 2000;
@@ -47,6 +48,7 @@ pub struct HealthItem {
 pub struct HealthSink {
     tx: mpsc::Sender<HealthItem>,
     stats: Arc<HealthStats>,
+    metrics: Arc<Metrics>,
 }
 
 /// Counters of the writer, for metrics and benchmarks.
@@ -67,6 +69,7 @@ impl HealthSink {
             Ok(()) => true,
             Err(_) => {
                 let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.health_dropped(1);
                 if n.is_power_of_two() {
                     tracing::warn!(
                         dropped = n + 1,
@@ -88,13 +91,16 @@ impl HealthSink {
 pub fn spawn_writer(
     db: DatabaseConnection,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 ) -> (HealthSink, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<HealthItem>(QUEUE_CAPACITY);
     let stats = Arc::new(HealthStats::default());
     let sink = HealthSink {
         tx,
         stats: stats.clone(),
+        metrics: metrics.clone(),
     };
+    let stats = (stats, metrics);
     let task = tokio::spawn(async move {
         let mut buf = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -125,18 +131,25 @@ pub fn spawn_writer(
     (sink, task)
 }
 
-async fn write_logged(db: &DatabaseConnection, buf: &mut Vec<HealthItem>, stats: &HealthStats) {
+async fn write_logged(
+    db: &DatabaseConnection,
+    buf: &mut Vec<HealthItem>,
+    (stats, metrics): &(Arc<HealthStats>, Arc<Metrics>),
+) {
     if buf.is_empty() {
         return;
     }
     let n = buf.len() as u64;
+    let started = std::time::Instant::now();
     match write_batch(db, buf).await {
         Ok(()) => {
             stats.written.fetch_add(n, Ordering::Relaxed);
             stats.batches.fetch_add(1, Ordering::Relaxed);
+            metrics.health_batch(n, started.elapsed().as_secs_f64());
         }
         Err(e) => {
             stats.dropped.fetch_add(n, Ordering::Relaxed);
+            metrics.health_dropped(n);
             tracing::error!(error = %e, reports = n, "writing health batch failed");
         }
     }

@@ -238,6 +238,8 @@ pub async fn mark_sent(db: &DatabaseConnection, job_id: Uuid) -> ApiResult<()> {
 }
 
 /// Records the agent's acknowledgement (it verified and ledgered the job).
+/// Returns whether this was the job's first acknowledgement (a repeat after a
+/// reconnect, or an id that is not this agent's pending job, changes nothing).
 ///
 /// # Errors
 /// On storage failure.
@@ -246,7 +248,7 @@ pub async fn mark_acked(
     tenant_id: Uuid,
     agent_id: Uuid,
     job_id: Uuid,
-) -> ApiResult<()> {
+) -> ApiResult<bool> {
     let txn = db.begin().await?;
     let res = job::Entity::update_many()
         .col_expr(job::Column::State, Expr::value("acked"))
@@ -269,7 +271,7 @@ pub async fn mark_acked(
         .await?;
     }
     txn.commit().await?;
-    Ok(())
+    Ok(res.rows_affected == 1)
 }
 
 /// Stores a job's result (idempotent: a repeated result for a completed job

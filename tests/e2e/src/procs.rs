@@ -47,6 +47,8 @@ pub struct ServerOpts {
     pub admission: Option<(u32, u32)>,
     /// `[jobs] ttl_secs` (default: the server's, 900).
     pub job_ttl_secs: Option<u64>,
+    /// Extra top-level `server.toml` lines (e.g. `replica_id = "a"`).
+    pub extra_toml: String,
 }
 
 impl Default for ServerOpts {
@@ -58,6 +60,7 @@ impl Default for ServerOpts {
             health_secs: 1,
             admission: None,
             job_ttl_secs: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -116,6 +119,7 @@ impl ServerProc {
         if let Some(u) = &self.opts.database_url {
             cfg.push_str(&format!("database_url = \"{u}\"\n"));
         }
+        cfg.push_str(&self.opts.extra_toml);
         cfg.push_str(&format!(
             "[agents]\nheartbeat_secs = {}\nhealth_secs = {}\n",
             self.opts.heartbeat_secs, self.opts.health_secs

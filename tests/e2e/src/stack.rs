@@ -36,6 +36,8 @@ pub struct StackOpts {
     pub job_ttl_secs: Option<u64>,
     /// The agent's `clock_skew_secs`.
     pub agent_clock_skew_secs: Option<u64>,
+    /// Extra top-level `server.toml` lines.
+    pub server_toml: String,
 }
 
 /// Everything a test needs.
@@ -91,6 +93,7 @@ impl Stack {
                     .map(|p| (p.server_cert.clone(), p.server_key.clone())),
                 database_url: opts.database_url,
                 job_ttl_secs: opts.job_ttl_secs,
+                extra_toml: opts.server_toml.clone(),
                 ..ServerOpts::default()
             },
         )

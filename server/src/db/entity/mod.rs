@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod agent_health;
+pub mod agent_session;
 pub mod api_key;
 pub mod approval;
 pub mod audit_checkpoint;
