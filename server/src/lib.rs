@@ -136,6 +136,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     }));
     let checkpointer = audit::checkpoint::spawn(state.clone());
     let streamer = audit::stream::spawn(state.clone());
+    let drift = service::drift::spawn(state.clone());
     tracing::info!(%addr, tls = tls.is_some(), fingerprint = %state.keys.fingerprint, "picket-server listening");
     let app = api::router(state.clone());
     let task = tokio::spawn(async move {
@@ -143,6 +144,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         shutdown.cancel();
         let _ = health_task.await;
         let _ = checkpointer.await;
+        let _ = drift.await;
         if let Some(s) = streamer {
             let _ = s.await;
         }
