@@ -94,12 +94,13 @@ async fn apply(
                 .await
                 .map(Some)
         }
-        BatchOp::Disable => call(deadline, || c.set_enabled(id, false))
-            .await
-            .map(|()| None),
-        BatchOp::Enable => call(deadline, || c.set_enabled(id, true))
-            .await
-            .map(|()| None),
+        BatchOp::Disable | BatchOp::Enable => {
+            let enabled = matches!(item.op, BatchOp::Enable);
+            call(deadline, || c.set_enabled(id, enabled)).await?;
+            // The new hash (enabled state is part of some SIEMs' content),
+            // for later drift checks; unknown if the read fails.
+            Ok(call(deadline, || c.content_hash(id)).await.ok())
+        }
         // Deleting what is not there changes nothing: done.
         BatchOp::Delete if before.is_none() => Ok(None),
         BatchOp::Delete => call(deadline, || c.delete(id)).await.map(|()| None),
@@ -281,31 +282,295 @@ pub async fn run_drift_check(
             error_class: None,
             content_hash: None,
         };
-        outcomes.push(
-            match call(deadline, || c.content_hash(&r.rule_id)).await {
-                Ok(h) if h == r.expected.0 => ItemOutcome {
-                    content_hash: Some(B64(h)),
-                    ..base
-                },
-                Ok(h) => ItemOutcome {
-                    status: ItemStatus::Drifted,
-                    content_hash: Some(B64(h)),
-                    ..base
-                },
-                Err(ErrorClass::NotFound) => ItemOutcome {
-                    status: ItemStatus::Missing,
-                    ..base
-                },
-                Err(class) => {
-                    failure.get_or_insert(class);
-                    ItemOutcome {
-                        status: ItemStatus::Failed,
-                        error_class: Some(class),
-                        ..base
-                    }
-                }
+        outcomes.push(match call(deadline, || c.content_hash(&r.rule_id)).await {
+            Ok(h) if h == r.expected.0 => ItemOutcome {
+                content_hash: Some(B64(h)),
+                ..base
             },
-        );
+            Ok(h) => ItemOutcome {
+                status: ItemStatus::Drifted,
+                content_hash: Some(B64(h)),
+                ..base
+            },
+            Err(ErrorClass::NotFound) => ItemOutcome {
+                status: ItemStatus::Missing,
+                ..base
+            },
+            Err(class) => {
+                failure.get_or_insert(class);
+                ItemOutcome {
+                    status: ItemStatus::Failed,
+                    error_class: Some(class),
+                    ..base
+                }
+            }
+        });
     }
     (failure, outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a test failure at its exact line.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use picket_proto::{
+        Credential, DriftExpectation, PreviousState, RuleSpec, Schedule, Severity, SiemSettings,
+        SiemTarget, SplunkSettings, managed_rule_name,
+    };
+    use picket_siem_sim::splunk::{SplunkSim, SplunkSimHandle};
+    use uuid::Uuid;
+
+    use super::*;
+
+    const TOKEN: &str = "batch-test-token";
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    async fn setup() -> (SplunkSimHandle, Connector) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = SplunkSim::builder().token(TOKEN).start().await.unwrap();
+        let target = SiemTarget {
+            connection_id: Uuid::now_v7(),
+            name: "splunk".into(),
+            settings: SiemSettings::Splunk(SplunkSettings {
+                base_url: sim.base_url(),
+                app: "search".into(),
+                owner: "nobody".into(),
+                token: Credential::new(TOKEN.into()),
+                login: None,
+                hec: None,
+            }),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        (sim, Connector::new(&target, http))
+    }
+
+    fn rule(rule_id: Uuid, version: u32) -> RuleSpec {
+        RuleSpec {
+            rule_id,
+            version,
+            title: format!("Rule v{version}"),
+            description: String::new(),
+            severity: Severity::High,
+            query: format!("index=main EventCode=4625 v={version}"),
+            schedule: Schedule {
+                cron: "*/5 * * * *".into(),
+                earliest: "-5m".into(),
+                latest: "now".into(),
+            },
+        }
+    }
+
+    fn deploy(rule: RuleSpec, previous: Option<RuleSpec>) -> BatchItem {
+        BatchItem {
+            rule_id: rule.rule_id,
+            op: BatchOp::Deploy {
+                rule,
+                monitoring: false,
+            },
+            previous: previous.map(|rule| PreviousState {
+                rule,
+                monitoring: false,
+                enabled: true,
+            }),
+        }
+    }
+
+    fn search(sim: &SplunkSimHandle, id: Uuid) -> Option<String> {
+        sim.saved_search(&managed_rule_name(&id))
+            .and_then(|s| s.content.get("search").cloned())
+    }
+
+    fn statuses(o: &[ItemOutcome]) -> Vec<ItemStatus> {
+        o.iter().map(|o| o.status).collect()
+    }
+
+    #[tokio::test]
+    async fn a_failing_item_reverts_every_applied_one_and_skips_the_rest() {
+        let (sim, c) = setup().await;
+        let (a, b, f, d) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        c.deploy(&rule(a, 1)).await.unwrap();
+        let a_before = sim.saved_search(&managed_rule_name(&a)).unwrap();
+        sim.fail_writes_to(&managed_rule_name(&f), Some(400));
+        let batch = Batch {
+            dry_run: false,
+            items: vec![
+                deploy(rule(a, 2), Some(rule(a, 1))),
+                deploy(rule(b, 1), None),
+                deploy(rule(f, 1), None),
+                deploy(rule(d, 1), None),
+            ],
+        };
+        let (failure, outcomes) = run_batch(&c, DEADLINE, &batch).await;
+        assert_eq!(failure, Some(ErrorClass::QueryInvalid));
+        assert_eq!(
+            statuses(&outcomes),
+            [
+                ItemStatus::Reverted,
+                ItemStatus::Reverted,
+                ItemStatus::Failed,
+                ItemStatus::Skipped
+            ]
+        );
+        assert_eq!(outcomes[2].error_class, Some(ErrorClass::QueryInvalid));
+        assert_eq!(
+            sim.saved_search(&managed_rule_name(&a)).unwrap().content,
+            a_before.content
+        );
+        for id in [b, f, d] {
+            assert_eq!(search(&sim, id), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_succeeds_reports_each_hash() {
+        let (sim, c) = setup().await;
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let batch = Batch {
+            dry_run: false,
+            items: vec![
+                deploy(rule(a, 1), None),
+                BatchItem {
+                    rule_id: b,
+                    op: BatchOp::Deploy {
+                        rule: rule(b, 1),
+                        monitoring: true,
+                    },
+                    previous: None,
+                },
+            ],
+        };
+        let (failure, outcomes) = run_batch(&c, DEADLINE, &batch).await;
+        assert_eq!(failure, None);
+        assert_eq!(
+            statuses(&outcomes),
+            [ItemStatus::Applied, ItemStatus::Applied]
+        );
+        // The hash each item reports is what a drift check will find.
+        for (id, o) in [(a, outcomes[0]), (b, outcomes[1])] {
+            assert_eq!(
+                o.content_hash.unwrap().0,
+                c.content_hash(&id).await.unwrap()
+            );
+        }
+        let monitored = sim.saved_search(&managed_rule_name(&b)).unwrap();
+        assert_eq!(
+            monitored.content.get("alert.track").map(String::as_str),
+            Some("0")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_present_rule_without_a_previous_version_cannot_be_restored() {
+        let (sim, c) = setup().await;
+        let (a, f) = (Uuid::now_v7(), Uuid::now_v7());
+        c.deploy(&rule(a, 7)).await.unwrap();
+        sim.fail_writes_to(&managed_rule_name(&f), Some(500));
+        let batch = Batch {
+            dry_run: false,
+            items: vec![deploy(rule(a, 8), None), deploy(rule(f, 1), None)],
+        };
+        let (failure, outcomes) = run_batch(&c, DEADLINE, &batch).await;
+        assert_eq!(failure, Some(ErrorClass::SiemError));
+        assert_eq!(outcomes[0].status, ItemStatus::RevertFailed);
+        assert_eq!(outcomes[0].error_class, Some(ErrorClass::Conflict));
+        // What the failed revert left is visible: v8.
+        assert_eq!(search(&sim, a), Some(rule(a, 8).query));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_reads_and_changes_nothing() {
+        let (sim, c) = setup().await;
+        let (a, b, u) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        c.deploy(&rule(a, 1)).await.unwrap();
+        c.deploy(&rule(u, 1)).await.unwrap();
+        let before = sim.saved_searches();
+        let batch = Batch {
+            dry_run: true,
+            items: vec![
+                deploy(rule(a, 2), None),
+                deploy(rule(b, 1), None),
+                deploy(rule(u, 1), None),
+                BatchItem {
+                    rule_id: b,
+                    op: BatchOp::Delete,
+                    previous: None,
+                },
+            ],
+        };
+        let (failure, outcomes) = run_batch(&c, DEADLINE, &batch).await;
+        assert_eq!(failure, None);
+        assert_eq!(
+            statuses(&outcomes),
+            [
+                ItemStatus::WouldChange,
+                ItemStatus::WouldCreate,
+                ItemStatus::Unchanged,
+                ItemStatus::Unchanged
+            ]
+        );
+        assert_eq!(sim.saved_searches(), before);
+    }
+
+    #[tokio::test]
+    async fn drift_check_tells_in_sync_drifted_and_missing() {
+        let (sim, c) = setup().await;
+        let (a, b, m) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let ha = c.deploy(&rule(a, 1)).await.unwrap();
+        let hb = c.deploy(&rule(b, 1)).await.unwrap();
+        let hm = c.deploy(&rule(m, 1)).await.unwrap();
+        let mut edited = sim.saved_search(&managed_rule_name(&b)).unwrap();
+        edited.content.insert("search".into(), "index=*".into());
+        sim.insert_saved_search(edited);
+        assert!(sim.remove_saved_search(&managed_rule_name(&m)));
+        let check = DriftCheck {
+            rules: [(a, ha), (b, hb), (m, hm)]
+                .into_iter()
+                .map(|(rule_id, h)| DriftExpectation {
+                    rule_id,
+                    expected: B64(h),
+                })
+                .collect(),
+        };
+        let (failure, outcomes) = run_drift_check(&c, DEADLINE, &check).await;
+        assert_eq!(failure, None);
+        assert_eq!(
+            statuses(&outcomes),
+            [ItemStatus::InSync, ItemStatus::Drifted, ItemStatus::Missing]
+        );
+        assert_ne!(outcomes[1].content_hash.unwrap().0, hb);
+        assert_eq!(outcomes[2].content_hash, None);
+    }
+
+    #[tokio::test]
+    async fn empty_or_oversized_batches_are_malformed() {
+        let (_sim, c) = setup().await;
+        let empty = Batch {
+            dry_run: false,
+            items: vec![],
+        };
+        assert_eq!(
+            run_batch(&c, DEADLINE, &empty).await.0,
+            Some(ErrorClass::MalformedJob)
+        );
+        let id = Uuid::now_v7();
+        let big = Batch {
+            dry_run: false,
+            items: (0..=MAX_BATCH_ITEMS)
+                .map(|_| deploy(rule(id, 1), None))
+                .collect(),
+        };
+        assert_eq!(
+            run_batch(&c, DEADLINE, &big).await.0,
+            Some(ErrorClass::MalformedJob)
+        );
+    }
 }

@@ -309,8 +309,7 @@ pub fn decode_agent_msg(text: &str, max_bytes: usize) -> Result<AgentMsg, ProtoE
         }
         AgentMsg::Health(h) => h.validate()?,
         AgentMsg::JobResult(r)
-            if r
-                .items
+            if r.items
                 .as_ref()
                 .is_some_and(|i| i.len() > crate::batch::MAX_BATCH_ITEMS) =>
         {

@@ -100,7 +100,11 @@ const MATRIX: &[(&str, &str, Need)] = &[
     ("POST", "/v1/deployments/{id}/approve", Need::Approve),
     ("PUT", "/v1/deployments/{id}", Need::Request),
     ("POST", "/v1/deployments/{id}/reject", Need::Approve),
-    ("POST", "/v1/deployments/{id}/request-changes", Need::Approve),
+    (
+        "POST",
+        "/v1/deployments/{id}/request-changes",
+        Need::Approve,
+    ),
     ("POST", "/v1/deployments/breakglass", Need::Admin),
     ("POST", "/v1/deployments/rollback", Need::Request),
     ("POST", "/v1/deployments/{id}/sign-off", Need::Admin),

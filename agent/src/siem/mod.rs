@@ -294,7 +294,11 @@ impl Connector {
     ///
     /// # Errors
     /// As [`Self::deploy`].
-    pub async fn deploy_mode(&self, rule: &RuleSpec, monitoring: bool) -> Result<[u8; 32], ErrorClass> {
+    pub async fn deploy_mode(
+        &self,
+        rule: &RuleSpec,
+        monitoring: bool,
+    ) -> Result<[u8; 32], ErrorClass> {
         match self {
             Connector::Splunk(c) => c.deploy_mode(rule, monitoring).await,
             _ if monitoring => {
@@ -317,9 +321,9 @@ impl Connector {
                 rule, monitoring,
             ))),
             _ if monitoring => Err(ErrorClass::Internal),
-            Connector::Sentinel(_) => Ok(sentinel::content_hash(
-                &sentinel::deployed_properties(rule)?,
-            )),
+            Connector::Sentinel(_) => Ok(sentinel::content_hash(&sentinel::deployed_properties(
+                rule,
+            )?)),
             Connector::Elastic(_) => Ok(elastic::content_hash(&elastic::deployed_rule(rule)?)),
             Connector::Unsupported(_) => Err(ErrorClass::Internal),
         }

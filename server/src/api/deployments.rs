@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
+use sea_orm::{ColumnTrait as _, QueryFilter as _, QueryOrder as _};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -28,14 +28,14 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/deployments/{id}", get(show).put(update))
         .route("/v1/deployments/{id}/approve", post(approve))
         .route("/v1/deployments/{id}/reject", post(reject))
-        .route("/v1/deployments/{id}/request-changes", post(request_changes))
+        .route(
+            "/v1/deployments/{id}/request-changes",
+            post(request_changes),
+        )
         .route("/v1/deployments/{id}/sign-off", post(sign_off))
         .route("/v1/breakglass-reviews", get(list_reviews))
         .route("/v1/notifications", get(list_notifications))
-        .route(
-            "/v1/approval-policy",
-            get(show_policy).put(set_policy),
-        )
+        .route("/v1/approval-policy", get(show_policy).put(set_policy))
         .route("/v1/drift", get(list_drift))
         .route("/v1/rules/{id}/drift/resolve", post(resolve_drift))
         .route("/v1/connections/{id}/drift-check", post(drift_check))
@@ -357,7 +357,10 @@ pub async fn request(
     ApiJson(req): ApiJson<DeploymentRequest>,
 ) -> ApiResult<(StatusCode, Json<DeploymentView>)> {
     let d = deployments::request(&state, &user, req.into_new("change")?, None).await?;
-    Ok((StatusCode::CREATED, Json(full_view(&state, user.tenant_id, d).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(full_view(&state, user.tenant_id, d).await?),
+    ))
 }
 
 /// Breakglass: an Admin deploys without approval, with a written reason. The
@@ -383,7 +386,10 @@ pub async fn breakglass(
     }
     .into_new("change")?;
     let d = deployments::request(&state, &user, new, Some(&b.reason)).await?;
-    Ok((StatusCode::CREATED, Json(full_view(&state, user.tenant_id, d).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(full_view(&state, user.tenant_id, d).await?),
+    ))
 }
 
 /// Requests the rollback of a rule on a connection: its previously deployed
@@ -396,11 +402,19 @@ pub async fn rollback(
     user: Auth<perm::RequestDeployment>,
     ApiJson(req): ApiJson<RollbackRequest>,
 ) -> ApiResult<(StatusCode, Json<DeploymentView>)> {
-    let new =
-        deployments::rollback_request(&state.db, &user, req.rule_id, req.connection_id, req.message)
-            .await?;
+    let new = deployments::rollback_request(
+        &state.db,
+        &user,
+        req.rule_id,
+        req.connection_id,
+        req.message,
+    )
+    .await?;
     let d = deployments::request(&state, &user, new, None).await?;
-    Ok((StatusCode::CREATED, Json(full_view(&state, user.tenant_id, d).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(full_view(&state, user.tenant_id, d).await?),
+    ))
 }
 
 /// Changes the items of a request awaiting approval (requester only); the
@@ -427,8 +441,15 @@ pub async fn approve(
     ApiPath(id): ApiPath<Uuid>,
     ApiJsonOrEmpty(req): ApiJsonOrEmpty<DecisionRequest>,
 ) -> ApiResult<Json<DeploymentView>> {
-    let d =
-        deployments::decide(&state, &user, id, Decision::Approve, req.comment, req.digest).await?;
+    let d = deployments::decide(
+        &state,
+        &user,
+        id,
+        Decision::Approve,
+        req.comment,
+        req.digest,
+    )
+    .await?;
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 

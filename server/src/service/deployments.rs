@@ -614,10 +614,7 @@ pub async fn decide(
 }
 
 /// Distinct approvers of the request's current digest.
-async fn counted_approvals(
-    conn: &impl ConnectionTrait,
-    d: &deployment::Model,
-) -> ApiResult<u64> {
+async fn counted_approvals(conn: &impl ConnectionTrait, d: &deployment::Model) -> ApiResult<u64> {
     let rows = approval::Entity::find()
         .filter(approval::Column::DeploymentId.eq(d.id))
         .filter(approval::Column::Digest.eq(d.digest.clone()))
@@ -775,7 +772,10 @@ pub async fn apply_result(
     deployment_id: Uuid,
     r: &JobResult,
 ) -> ApiResult<()> {
-    let Some(d) = deployment::Entity::find_by_id(deployment_id).one(txn).await? else {
+    let Some(d) = deployment::Entity::find_by_id(deployment_id)
+        .one(txn)
+        .await?
+    else {
         return Ok(());
     };
     let rows = items(txn, d.tenant_id, d.id).await?;
@@ -910,7 +910,9 @@ pub async fn rollback_request(
     connection_id: Uuid,
     message: String,
 ) -> ApiResult<NewRequest> {
-    user.scope().get::<rule::Entity>(db, rule_id, "rule").await?;
+    user.scope()
+        .get::<rule::Entity>(db, rule_id, "rule")
+        .await?;
     connections::get(db, user.tenant_id, connection_id).await?;
     let rd = current(db, user.tenant_id, rule_id, connection_id)
         .await?

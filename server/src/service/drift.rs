@@ -19,8 +19,8 @@ use picket_proto::{
     B64, DriftCheck, DriftExpectation, ItemStatus, JobAction, JobResult, JobSpec, MAX_BATCH_ITEMS,
 };
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, DatabaseConnection,
-    EntityTrait as _, QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
+    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, DatabaseConnection, EntityTrait as _,
+    QueryFilter as _, QueryOrder as _, Set, TransactionTrait as _,
 };
 use uuid::Uuid;
 
@@ -29,9 +29,9 @@ use crate::audit::{self, Event};
 use crate::auth::CurrentUser;
 use crate::db::entity::{agent, deployment, drift_check, job, rule_deployment};
 use crate::error::{ApiError, ApiResult};
+use crate::service::connections;
 use crate::service::deployments::{self, Action, ItemRequest, NewRequest};
 use crate::service::scope::TenantScope;
-use crate::service::connections;
 use crate::time::unix_now;
 
 /// States whose content a drift check compares.
@@ -220,7 +220,10 @@ pub async fn resolve(
     if rd.state != "drift_detected" {
         return Err(ApiError::conflict(
             "no_drift",
-            format!("the rule is {} on this connection, not drift_detected", rd.state),
+            format!(
+                "the rule is {} on this connection, not drift_detected",
+                rd.state
+            ),
         ));
     }
     match resolution {
@@ -260,11 +263,12 @@ pub async fn resolve(
             let d = deployments::request(state, user, req, None).await?;
             audit::record(
                 db,
-                user.event("rule.drift_resolve", "rule", rule_id).details(serde_json::json!({
-                    "connection_id": connection_id,
-                    "resolution": "redeploy",
-                    "deployment_id": d.id,
-                })),
+                user.event("rule.drift_resolve", "rule", rule_id)
+                    .details(serde_json::json!({
+                        "connection_id": connection_id,
+                        "resolution": "redeploy",
+                        "deployment_id": d.id,
+                    })),
             )
             .await?;
             Ok(Some(d))

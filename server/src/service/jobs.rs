@@ -219,7 +219,9 @@ async fn set_deployment_status(
         .await?;
     // Items follow: acknowledged → `sent`; ended without a result → `failed`.
     match status {
-        "delivered" => crate::service::deployments::set_items_status(conn, id, "sent", None).await?,
+        "delivered" => {
+            crate::service::deployments::set_items_status(conn, id, "sent", None).await?
+        }
         "failed" | "expired" => {
             crate::service::deployments::set_items_status(conn, id, "failed", error_class).await?;
         }

@@ -111,17 +111,24 @@ async fn two_approvers_separation_of_duties_and_changes_after_approval() {
         .await
         .unwrap();
     assert_eq!(st, 403, "the requester may not approve: {body}");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("requester"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("requester")
+    );
     let (st, body) = s
         .approver
         .post(&format!("/v1/deployments/{id}/approve"), json!({}))
         .await
         .unwrap();
     assert_eq!(st, 403, "the author of v2 may not approve: {body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("author"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("author")
+    );
 
     // One approval of two: still pending, nothing sent.
     let d = s
@@ -231,9 +238,15 @@ async fn monitoring_mode_then_promotion() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["items"][0]["monitoring"], true);
     let saved = s.sim.saved_search(&format!("picket-{a}")).unwrap();
-    assert_eq!(saved.content.get("alert.track").map(String::as_str), Some("0"));
+    assert_eq!(
+        saved.content.get("alert.track").map(String::as_str),
+        Some("0")
+    );
     assert_eq!(saved.content.get("actions").map(String::as_str), Some(""));
-    assert_eq!(saved.content.get("is_scheduled").map(String::as_str), Some("1"));
+    assert_eq!(
+        saved.content.get("is_scheduled").map(String::as_str),
+        Some("1")
+    );
 
     // Promotion is its own change, approved like any other.
     let d = request_items(&s, json!([{ "rule_id": a, "version": 1 }]), false).await;
@@ -243,7 +256,10 @@ async fn monitoring_mode_then_promotion() {
     let done = s.wait_final(id, FINISH).await.unwrap();
     assert_eq!(done["status"], "succeeded", "{done}");
     let saved = s.sim.saved_search(&format!("picket-{a}")).unwrap();
-    assert_eq!(saved.content.get("alert.track").map(String::as_str), Some("1"));
+    assert_eq!(
+        saved.content.get("alert.track").map(String::as_str),
+        Some("1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +281,10 @@ async fn rollback_restores_the_previous_version_or_removes_a_new_rule() {
         .await
         .unwrap();
     assert_eq!(rb["kind"], "rollback");
-    assert_eq!(rb["status"], "pending_approval", "a rollback is approved too");
+    assert_eq!(
+        rb["status"], "pending_approval",
+        "a rollback is approved too"
+    );
     assert_eq!(rb["items"][0]["version"], 1);
     let id = rb["id"].as_str().unwrap();
     s.approve(id).await.unwrap();
@@ -306,7 +325,13 @@ async fn rollback_restores_the_previous_version_or_removes_a_new_rule() {
 
 /// Every tracked rule of the tenant with its drift state.
 async fn tracked(s: &Stack) -> Vec<Value> {
-    s.admin.get_ok("/v1/drift").await.unwrap().as_array().unwrap().clone()
+    s.admin
+        .get_ok("/v1/drift")
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn drifted_rows(rows: &[Value]) -> Vec<Value> {
@@ -348,7 +373,11 @@ async fn check_drift(s: &Stack) -> Vec<Value> {
         let done = rows
             .iter()
             .filter(|r| r["state"] == "deployed" || r["state"] == "drift_detected")
-            .all(|r| r["checked_at"].as_str().is_some_and(|t| t >= after.as_str()));
+            .all(|r| {
+                r["checked_at"]
+                    .as_str()
+                    .is_some_and(|t| t >= after.as_str())
+            });
         Ok(done.then_some(rows))
     })
     .await
@@ -555,7 +584,10 @@ async fn dry_run_reports_changes_and_changes_nothing() {
     .await;
     assert_eq!(d["dry_run"], true);
     assert_eq!(d["status"], "queued", "a dry run needs no approval: {d}");
-    let done = s.wait_final(d["id"].as_str().unwrap(), FINISH).await.unwrap();
+    let done = s
+        .wait_final(d["id"].as_str().unwrap(), FINISH)
+        .await
+        .unwrap();
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(
         statuses(&done),

@@ -68,7 +68,13 @@ fn boolean(name: &str) -> ColumnDef {
     ColumnDef::new(a(name)).boolean().not_null().to_owned()
 }
 
-async fn index(m: &SchemaManager<'_>, name: &str, table: &str, cols: &[&str], unique: bool) -> Result<(), DbErr> {
+async fn index(
+    m: &SchemaManager<'_>,
+    name: &str,
+    table: &str,
+    cols: &[&str],
+    unique: bool,
+) -> Result<(), DbErr> {
     let mut i = Index::create();
     i.name(name).table(a(table));
     for c in cols {
