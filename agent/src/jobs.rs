@@ -113,6 +113,7 @@ fn refused(job_id: Uuid, class: ErrorClass) -> JobResult {
         error_class: Some(class),
         duration_ms: 0,
         content_hash: None,
+        items: None,
     }
 }
 
@@ -349,7 +350,8 @@ impl Worker {
 
     /// Stores a final result, counts it and returns it for sending.
     async fn finish(&self, result: JobResult) -> JobResult {
-        if let Err(e) = self.with_ledger(move |l| l.record_finished(result)).await {
+        let stored = result.clone();
+        if let Err(e) = self.with_ledger(move |l| l.record_finished(stored)).await {
             // The result still goes out; a redelivery would then be answered `interrupted`.
             tracing::error!(job_id = %result.job_id, error = %e, "cannot store the job result");
         }
@@ -395,6 +397,9 @@ impl Worker {
             picket_proto::JobAction::DeployRule { rule } => Some(rule.rule_id),
             picket_proto::JobAction::DisableRule { rule }
             | picket_proto::JobAction::DeleteRule { rule } => Some(rule.rule_id),
+            picket_proto::JobAction::DeployBatch { batch } if batch.items.len() == 1 => {
+                batch.items.first().map(|i| i.rule_id)
+            }
             _ => None,
         };
         if spec.kind() != header.kind {
@@ -407,6 +412,34 @@ impl Worker {
         }
         let started = Instant::now();
         let connector = siem::Connector::new(&spec.target, self.http.clone());
+        // Batches bound each SIEM call, not the whole: a deadline in the
+        // middle would leave applied items without their revert.
+        let per_item = match &spec.action {
+            picket_proto::JobAction::DeployBatch { batch } => {
+                Some(crate::batch::run_batch(&connector, self.siem_timeout, batch).await)
+            }
+            picket_proto::JobAction::DriftCheck { check } => {
+                Some(crate::batch::run_drift_check(&connector, self.siem_timeout, check).await)
+            }
+            _ => None,
+        };
+        if let Some((failure, items)) = per_item {
+            drop(connector);
+            drop(spec);
+            let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            return JobResult {
+                job_id,
+                outcome: if failure.is_some() {
+                    Outcome::Failed
+                } else {
+                    Outcome::Succeeded
+                },
+                error_class: failure,
+                duration_ms,
+                content_hash: None,
+                items: Some(items),
+            };
+        }
         let outcome = tokio::time::timeout(
             self.siem_timeout,
             run_with_retries(&connector, &spec.action),
@@ -422,6 +455,7 @@ impl Worker {
                 error_class: None,
                 duration_ms,
                 content_hash: ok.content_hash.map(B64),
+                items: None,
             },
             Ok(Err(class)) => JobResult {
                 job_id,
@@ -429,6 +463,7 @@ impl Worker {
                 error_class: Some(class),
                 duration_ms,
                 content_hash: None,
+                items: None,
             },
             Err(_) => JobResult {
                 job_id,
@@ -436,6 +471,7 @@ impl Worker {
                 error_class: Some(ErrorClass::Timeout),
                 duration_ms,
                 content_hash: None,
+                items: None,
             },
         }
     }

@@ -140,11 +140,15 @@ impl Index {
                     acked: false,
                 });
             }
-            Record::Finished { job_id, result, at } => {
+            Record::Finished {
+                job_id,
+                ref result,
+                at,
+            } => {
                 if let Some(e) = self.jobs.get_mut(&job_id)
                     && e.result.is_none()
                 {
-                    e.result = Some((result, at));
+                    e.result = Some((result.clone(), at));
                     self.finished.push_back(job_id);
                 }
             }
@@ -255,7 +259,7 @@ impl Ledger {
         self.index
             .jobs
             .get(job_id)
-            .and_then(|e| e.result.map(|(r, _)| r))
+            .and_then(|e| e.result.as_ref().map(|(r, _)| r.clone()))
     }
 
     /// Whether the job was accepted but has no result: the agent stopped while it ran.
@@ -273,7 +277,7 @@ impl Ledger {
             .iter()
             .filter_map(|id| self.index.jobs.get(id))
             .filter(|e| !e.acked)
-            .filter_map(|e| e.result.map(|(r, _)| r))
+            .filter_map(|e| e.result.as_ref().map(|(r, _)| r.clone()))
             .collect()
     }
 
@@ -368,10 +372,11 @@ impl Ledger {
                 kind: e.kind,
                 at: e.accepted_at,
             });
-            if let Some((result, at)) = e.result {
+            if let Some((result, at)) = &e.result {
+                let at = *at;
                 records.push(Record::Finished {
                     job_id: id,
-                    result,
+                    result: result.clone(),
                     at,
                 });
                 if e.acked {
@@ -419,7 +424,7 @@ impl Ledger {
 fn last_of(idx: &Index) -> Option<LastJob> {
     let id = idx.finished.back()?;
     let e = idx.jobs.get(id)?;
-    let (result, at) = e.result?;
+    let (result, at) = e.result.clone()?;
     Some(LastJob {
         job_id: *id,
         kind: e.kind,
@@ -520,6 +525,7 @@ mod tests {
             error_class: None,
             duration_ms: 12,
             content_hash: None,
+            items: None,
         }
     }
 
@@ -530,6 +536,7 @@ mod tests {
             error_class: Some(ErrorClass::SiemUnreachable),
             duration_ms: 3,
             content_hash: None,
+            items: None,
         }
     }
 

@@ -22,12 +22,14 @@
 //! - [`journal`]: the customer's append-only, rotated journal of every job run or refused.
 //! - `session`: the connection loop and one WebSocket session ([`run_agent`]).
 //! - `jobs`: the job worker that outlives sessions.
+//! - `batch`: atomic deployment batches (revert on failure), dry runs, drift checks.
 //! - `health`: process/host figures and SIEM probes for health reports.
 //! - `witness`: the agent as a witness of its tenant's audit log (checkpoints, consistency, alarms).
 //! - `winsvc` (Windows only): the agent as a Windows service (`service run`).
 //! - [`siem`]: SIEM connectors (Splunk today) behind one enum-dispatched interface.
 
 pub mod backoff;
+mod batch;
 pub mod check;
 pub mod config;
 pub mod enroll;

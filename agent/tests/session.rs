@@ -310,7 +310,7 @@ async fn valid_job_is_acked_then_answered_and_never_run_twice() {
     let again = recv(&mut ws).await;
     assert_eq!(
         again,
-        AgentMsg::JobResult(first),
+        AgentMsg::JobResult(first.clone()),
         "same result, no JobAck, no rerun"
     );
 

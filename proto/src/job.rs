@@ -91,6 +91,10 @@ pub enum JobKind {
     DeleteRule,
     /// Check that the SIEM answers and the credentials work.
     CheckConnection,
+    /// Apply a deployment request's items atomically (see [`crate::batch`]).
+    DeployBatch,
+    /// Report the content hash of every rule the server expects on a connection.
+    DriftCheck,
 }
 
 impl JobKind {
@@ -101,6 +105,8 @@ impl JobKind {
             JobKind::DisableRule => "disable_rule",
             JobKind::DeleteRule => "delete_rule",
             JobKind::CheckConnection => "check_connection",
+            JobKind::DeployBatch => "deploy_batch",
+            JobKind::DriftCheck => "drift_check",
         }
     }
 }
@@ -122,6 +128,8 @@ impl JobSpec {
             JobAction::DisableRule { .. } => JobKind::DisableRule,
             JobAction::DeleteRule { .. } => JobKind::DeleteRule,
             JobAction::CheckConnection => JobKind::CheckConnection,
+            JobAction::DeployBatch { .. } => JobKind::DeployBatch,
+            JobAction::DriftCheck { .. } => JobKind::DriftCheck,
         }
     }
 }
@@ -343,6 +351,16 @@ pub enum JobAction {
     },
     /// Check that the SIEM answers and the credential works.
     CheckConnection,
+    /// Apply items atomically, or report what they would change (dry run).
+    DeployBatch {
+        /// The items.
+        batch: crate::batch::Batch,
+    },
+    /// Report the content hash of each listed rule.
+    DriftCheck {
+        /// The rules and their expected hashes.
+        check: crate::batch::DriftCheck,
+    },
 }
 
 /// A reference to a managed rule by its server id.

@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`audit`]: agents as witnesses of the audit log: checkpoints, consistency proofs, alarms.
+//! - [`batch`]: atomic deployment batches, dry runs and drift checks.
 //! - [`bytes`]: base64-encoded byte fields with fixed or bounded length.
 //! - [`job`]: the sealed job envelope, its signed header and the encrypted spec.
 //! - [`message`]: the WebSocket frames in both directions, with bounded decoding.
@@ -23,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod batch;
 pub mod bytes;
 pub mod enroll;
 pub mod error;
@@ -34,6 +36,10 @@ pub mod rotation;
 pub mod text;
 
 pub use audit::{AuditAlarm, AuditCheckpoint, AuditConsistency};
+pub use batch::{
+    Batch, BatchItem, BatchOp, DriftCheck, DriftExpectation, ItemOutcome, ItemStatus,
+    MAX_BATCH_ITEMS, PreviousState,
+};
 pub use bytes::{B64, B64Vec, KeyFingerprint};
 pub use enroll::{EnrollRequest, EnrollResponse, EnrollmentToken};
 pub use error::ProtoError;

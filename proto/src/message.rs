@@ -190,7 +190,7 @@ impl Hello {
 }
 
 /// The outcome of one job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobResult {
     /// The job.
     pub job_id: Uuid,
@@ -202,6 +202,10 @@ pub struct JobResult {
     pub duration_ms: u64,
     /// SHA-256 of the rule content as deployed, for drift checks, when applicable.
     pub content_hash: Option<B64<32>>,
+    /// Per-item outcomes of a `deploy_batch` or `drift_check` job, in the
+    /// job's order (at most [`crate::batch::MAX_BATCH_ITEMS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<crate::batch::ItemOutcome>>,
 }
 
 #[derive(Serialize)]
@@ -304,6 +308,16 @@ pub fn decode_agent_msg(text: &str, max_bytes: usize) -> Result<AgentMsg, ProtoE
             });
         }
         AgentMsg::Health(h) => h.validate()?,
+        AgentMsg::JobResult(r)
+            if r.items
+                .as_ref()
+                .is_some_and(|i| i.len() > crate::batch::MAX_BATCH_ITEMS) =>
+        {
+            return Err(ProtoError::InvalidField {
+                field: "items",
+                reason: "more than 100 entries",
+            });
+        }
         AgentMsg::JobResult(r) if r.outcome == Outcome::Succeeded && r.error_class.is_some() => {
             return Err(ProtoError::InvalidField {
                 field: "error_class",

@@ -112,6 +112,7 @@ struct AgentsFile {
 #[serde(deny_unknown_fields)]
 struct JobsFile {
     ttl_secs: Option<u64>,
+    drift_check_interval_secs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +276,10 @@ pub struct ServerConfig {
     pub admission_burst: u32,
     /// Lifetime of a sealed job: an agent refuses it after this.
     pub job_ttl_secs: u64,
+    /// `jobs.drift_check_interval_secs` / `PICKET_DRIFT_CHECK_INTERVAL_SECS`
+    /// (default 1800): how often every connection with deployed rules gets a
+    /// `drift_check` job.
+    pub drift_check_interval_secs: u32,
     /// The audit log.
     pub audit: AuditConfig,
     /// Log format.
@@ -489,6 +494,15 @@ impl ServerConfig {
                 "expected 1 to 1000000 connections",
             ));
         }
+        let drift_check_interval_secs = env_u32(env, "PICKET_DRIFT_CHECK_INTERVAL_SECS")?
+            .or(file.jobs.as_ref().and_then(|j| j.drift_check_interval_secs))
+            .unwrap_or(30 * 60);
+        if !(5..=7 * 24 * 3600).contains(&drift_check_interval_secs) {
+            return Err(invalid(
+                "jobs.drift_check_interval_secs",
+                "expected 5 to 604800 (7 days)",
+            ));
+        }
         let job_ttl_secs = file.jobs.and_then(|j| j.ttl_secs).unwrap_or(15 * 60);
         if !(60..=7 * 24 * 3600).contains(&job_ttl_secs) {
             return Err(invalid("jobs.ttl_secs", "expected 60 to 604800 (7 days)"));
@@ -680,6 +694,7 @@ impl ServerConfig {
             admission_rate_per_sec,
             admission_burst,
             job_ttl_secs,
+            drift_check_interval_secs,
             audit: AuditConfig {
                 checkpoint_secs,
                 retention_days,

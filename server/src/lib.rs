@@ -144,6 +144,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let checkpointer = audit::checkpoint::spawn(state.clone());
     let streamer = audit::stream::spawn(state.clone());
     let cluster = gateway::cluster::spawn(&state);
+    let drift = service::drift::spawn(state.clone());
     tracing::info!(%addr, tls = tls.is_some(), fingerprint = %state.keys.fingerprint, "picket-server listening");
     let app = api::router(state.clone());
     let task = tokio::spawn(async move {
@@ -154,6 +155,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         for t in cluster {
             let _ = t.await;
         }
+        let _ = drift.await;
         if let Some(s) = streamer {
             let _ = s.await;
         }

@@ -98,6 +98,23 @@ const MATRIX: &[(&str, &str, Need)] = &[
     ("GET", "/v1/deployments", Need::View),
     ("GET", "/v1/deployments/{id}", Need::View),
     ("POST", "/v1/deployments/{id}/approve", Need::Approve),
+    ("PUT", "/v1/deployments/{id}", Need::Request),
+    ("POST", "/v1/deployments/{id}/reject", Need::Approve),
+    (
+        "POST",
+        "/v1/deployments/{id}/request-changes",
+        Need::Approve,
+    ),
+    ("POST", "/v1/deployments/breakglass", Need::Admin),
+    ("POST", "/v1/deployments/rollback", Need::Request),
+    ("POST", "/v1/deployments/{id}/sign-off", Need::Admin),
+    ("GET", "/v1/breakglass-reviews", Need::Admin),
+    ("GET", "/v1/notifications", Need::Admin),
+    ("GET", "/v1/approval-policy", Need::View),
+    ("PUT", "/v1/approval-policy", Need::Admin),
+    ("GET", "/v1/drift", Need::View),
+    ("POST", "/v1/rules/{id}/drift/resolve", Need::Request),
+    ("POST", "/v1/connections/{id}/drift-check", Need::Request),
 ];
 
 /// Routes served outside the JSON API document, and why.

@@ -287,6 +287,48 @@ impl Connector {
         dispatch!(self, c => c.deploy(rule).await)
     }
 
+    /// [`Self::deploy`] in active or monitoring mode. Monitoring mode (the
+    /// rule runs, raises no alert) is implemented for Splunk
+    /// (`alert.track=0`, no actions); Sentinel and Elastic answer
+    /// [`ErrorClass::Internal`] without any call.
+    ///
+    /// # Errors
+    /// As [`Self::deploy`].
+    pub async fn deploy_mode(
+        &self,
+        rule: &RuleSpec,
+        monitoring: bool,
+    ) -> Result<[u8; 32], ErrorClass> {
+        match self {
+            Connector::Splunk(c) => c.deploy_mode(rule, monitoring).await,
+            _ if monitoring => {
+                tracing::debug!("monitoring mode is not implemented for this SIEM kind");
+                Err(ErrorClass::Internal)
+            }
+            _ => self.deploy(rule).await,
+        }
+    }
+
+    /// The content hash a deploy of `rule` would leave on the SIEM, computed
+    /// without any call (dry runs compare it with [`Self::content_hash`]).
+    ///
+    /// # Errors
+    /// [`ErrorClass::QueryInvalid`] for a schedule the SIEM cannot express;
+    /// [`ErrorClass::Internal`] as for [`Self::deploy_mode`].
+    pub fn expected_hash(&self, rule: &RuleSpec, monitoring: bool) -> Result<[u8; 32], ErrorClass> {
+        match self {
+            Connector::Splunk(_) => Ok(splunk::content_hash(&splunk::deployed_fields_mode(
+                rule, monitoring,
+            ))),
+            _ if monitoring => Err(ErrorClass::Internal),
+            Connector::Sentinel(_) => Ok(sentinel::content_hash(&sentinel::deployed_properties(
+                rule,
+            )?)),
+            Connector::Elastic(_) => Ok(elastic::content_hash(&elastic::deployed_rule(rule)?)),
+            Connector::Unsupported(_) => Err(ErrorClass::Internal),
+        }
+    }
+
     /// Enables or disables a managed rule; it stays on the SIEM.
     ///
     /// # Errors

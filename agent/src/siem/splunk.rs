@@ -106,6 +106,13 @@ pub fn splunk_severity(severity: Severity) -> u8 {
 /// REST argument names of Splunk's `saved/searches` endpoint. `name` is not
 /// among them: it is sent on create only.
 pub fn deployed_fields(rule: &RuleSpec) -> BTreeMap<&'static str, String> {
+    deployed_fields_mode(rule, false)
+}
+
+/// [`deployed_fields`], in monitoring mode when `monitoring`: the search still
+/// runs on schedule but `alert.track=0` (nothing recorded in Triggered
+/// Alerts) and, as always, no alert action.
+pub fn deployed_fields_mode(rule: &RuleSpec, monitoring: bool) -> BTreeMap<&'static str, String> {
     let mut description = rule.title.trim().to_owned();
     if !rule.description.trim().is_empty() {
         description.push_str("\n\n");
@@ -126,7 +133,7 @@ pub fn deployed_fields(rule: &RuleSpec) -> BTreeMap<&'static str, String> {
         ("alert_type", "number of events".to_owned()),
         ("alert_comparator", "greater than".to_owned()),
         ("alert_threshold", "0".to_owned()),
-        ("alert.track", "1".to_owned()),
+        ("alert.track", if monitoring { "0" } else { "1" }.to_owned()),
         ("alert.severity", splunk_severity(rule.severity).to_string()),
         ("actions", String::new()),
     ])
@@ -261,8 +268,21 @@ impl SplunkConnector {
     /// # Errors
     /// The class of the first failing call.
     pub async fn deploy(&self, rule: &RuleSpec) -> Result<[u8; 32], ErrorClass> {
+        self.deploy_mode(rule, false).await
+    }
+
+    /// [`Self::deploy`], in monitoring mode when `monitoring` (see
+    /// [`deployed_fields_mode`]).
+    ///
+    /// # Errors
+    /// The class of the first failing call.
+    pub async fn deploy_mode(
+        &self,
+        rule: &RuleSpec,
+        monitoring: bool,
+    ) -> Result<[u8; 32], ErrorClass> {
         let name = managed_rule_name(&rule.rule_id);
-        let fields = deployed_fields(rule);
+        let fields = deployed_fields_mode(rule, monitoring);
         let mut form: Vec<(&str, &str)> = Vec::with_capacity(fields.len() + 1);
         form.push(("name", &name));
         form.extend(fields.iter().map(|(k, v)| (*k, v.as_str())));

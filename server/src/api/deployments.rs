@@ -1,9 +1,10 @@
-//! Deployment requests, approvals and status.
+//! Deployment requests, decisions, rollback, breakglass, drift and status.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sea_orm::{ColumnTrait as _, QueryFilter as _, QueryOrder as _};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -11,54 +12,156 @@ use uuid::Uuid;
 use super::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery};
 use crate::AppState;
 use crate::auth::{Auth, perm};
-use crate::db::entity::{approval, deployment};
-use crate::error::ApiResult;
-use crate::service::deployments::{self, Action};
+use crate::db::entity::{
+    approval, breakglass_review, deployment, deployment_item, notification, rule_deployment,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::service::deployments::{self, Action, Decision, ItemRequest, NewRequest};
+use crate::service::drift::{self, Resolution};
 use crate::time::rfc3339;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/deployments", post(request).get(list))
-        .route("/v1/deployments/{id}", get(show))
+        .route("/v1/deployments/breakglass", post(breakglass))
+        .route("/v1/deployments/rollback", post(rollback))
+        .route("/v1/deployments/{id}", get(show).put(update))
         .route("/v1/deployments/{id}/approve", post(approve))
+        .route("/v1/deployments/{id}/reject", post(reject))
+        .route(
+            "/v1/deployments/{id}/request-changes",
+            post(request_changes),
+        )
+        .route("/v1/deployments/{id}/sign-off", post(sign_off))
+        .route("/v1/breakglass-reviews", get(list_reviews))
+        .route("/v1/notifications", get(list_notifications))
+        .route("/v1/approval-policy", get(show_policy).put(set_policy))
+        .route("/v1/drift", get(list_drift))
+        .route("/v1/rules/{id}/drift/resolve", post(resolve_drift))
+        .route("/v1/connections/{id}/drift-check", post(drift_check))
 }
 
-/// A deployment request.
+/// A deployment request: either one rule (`rule_id`, `version`, `action`,
+/// `monitoring`) or `items`, never both.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentRequest {
-    /// The rule.
-    pub rule_id: Uuid,
-    /// The version to deploy.
-    pub version: i32,
     /// The SIEM connection.
     pub connection_id: Uuid,
-    /// What to do (default `deploy`).
-    #[serde(default = "default_action")]
-    pub action: Action,
+    /// One-rule form: the rule.
+    pub rule_id: Option<Uuid>,
+    /// One-rule form: the version.
+    pub version: Option<i32>,
+    /// One-rule form: what to do (default `deploy`).
+    pub action: Option<Action>,
+    /// One-rule form: deploy with alerting off.
+    #[serde(default)]
+    pub monitoring: bool,
+    /// Batch form: the items, applied in order, all or nothing (at most 100).
+    pub items: Option<Vec<ItemRequest>>,
     /// Why (shown to approvers).
+    #[serde(default)]
+    pub message: String,
+    /// Only report what would change (runs at once, changes nothing).
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl DeploymentRequest {
+    fn into_new(self, kind: &'static str) -> ApiResult<NewRequest> {
+        let items = match (self.items, self.rule_id, self.version) {
+            (Some(items), None, None) if self.action.is_none() && !self.monitoring => items,
+            (None, Some(rule_id), Some(version)) => vec![ItemRequest {
+                rule_id,
+                version,
+                action: self.action.unwrap_or(Action::Deploy),
+                monitoring: self.monitoring,
+            }],
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_items",
+                    "give either rule_id and version (with optional action and monitoring), or items",
+                ));
+            }
+        };
+        Ok(NewRequest {
+            connection_id: self.connection_id,
+            items,
+            message: self.message,
+            dry_run: self.dry_run,
+            kind,
+        })
+    }
+}
+
+/// A breakglass deployment: a request (as [`DeploymentRequest`], never a
+/// dry run) plus the written reason.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakglassRequest {
+    /// Why this cannot wait for approval (at least 10 characters).
+    pub reason: String,
+    /// The SIEM connection.
+    pub connection_id: Uuid,
+    /// One-rule form: the rule.
+    pub rule_id: Option<Uuid>,
+    /// One-rule form: the version.
+    pub version: Option<i32>,
+    /// One-rule form: what to do (default `deploy`).
+    pub action: Option<Action>,
+    /// One-rule form: deploy with alerting off.
+    #[serde(default)]
+    pub monitoring: bool,
+    /// Batch form: the items.
+    pub items: Option<Vec<ItemRequest>>,
+    /// Message.
     #[serde(default)]
     pub message: String,
 }
 
-fn default_action() -> Action {
-    Action::Deploy
-}
-
-/// An approval decision.
+/// Changes a request awaiting approval (its requester only).
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ApproveRequest {
-    /// Optional comment.
-    pub comment: Option<String>,
+pub struct UpdateRequest {
+    /// The new items.
+    #[serde(default)]
+    pub items: Vec<ItemRequest>,
+    /// A new message.
+    pub message: Option<String>,
 }
 
-/// One approval.
+/// A rollback request.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The rule.
+    pub rule_id: Uuid,
+    /// The connection it is deployed on.
+    pub connection_id: Uuid,
+    /// Why.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A reviewer's decision.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// Comment (required to reject or request changes).
+    pub comment: Option<String>,
+    /// The digest the reviewer looked at; refused with 409 `digest_changed`
+    /// if the request changed since.
+    pub digest: Option<String>,
+}
+
+/// One decision.
 #[derive(Serialize, ToSchema)]
 pub struct ApprovalView {
-    /// Approver.
+    /// Reviewer.
     pub user_id: Uuid,
-    /// Digest they approved.
+    /// `approve`, `reject` or `request_changes`.
+    pub decision: String,
+    /// Digest they decided on.
     pub digest: String,
     /// Comment.
     pub comment: Option<String>,
@@ -70,9 +173,85 @@ impl From<approval::Model> for ApprovalView {
     fn from(a: approval::Model) -> Self {
         ApprovalView {
             user_id: a.user_id,
+            decision: a.decision,
             digest: a.digest,
             comment: a.comment,
             at: rfc3339(a.created_at),
+        }
+    }
+}
+
+/// One item and its live status.
+#[derive(Serialize, ToSchema)]
+pub struct ItemView {
+    /// Rule.
+    pub rule_id: Uuid,
+    /// Version.
+    pub version: i32,
+    /// `deploy`, `disable`, `enable` or `delete`.
+    pub action: String,
+    /// Deployed with alerting off.
+    pub monitoring: bool,
+    /// `queued`, `sent`, `applied`, `failed`, `reverted`, `revert_failed`,
+    /// `skipped`; dry runs: `would_create`, `would_change`, `unchanged`.
+    pub status: String,
+    /// Error class when failed.
+    pub error_class: Option<String>,
+    /// Hex SHA-256 of the content as deployed (or found, for a dry run).
+    pub content_hash: Option<String>,
+}
+
+impl From<deployment_item::Model> for ItemView {
+    fn from(i: deployment_item::Model) -> Self {
+        ItemView {
+            rule_id: i.rule_id,
+            version: i.version,
+            action: i.action,
+            monitoring: i.monitoring,
+            status: i.status,
+            error_class: i.error_class,
+            content_hash: i.content_hash,
+        }
+    }
+}
+
+/// The after-the-fact review of a breakglass deployment.
+#[derive(Serialize, ToSchema)]
+pub struct ReviewView {
+    /// The deployment.
+    pub deployment_id: Uuid,
+    /// The Admin who deployed.
+    pub requested_by: Uuid,
+    /// Their written reason.
+    pub reason: String,
+    /// `open` or `signed_off`.
+    pub status: String,
+    /// The Admin who signed it off.
+    pub signed_off_by: Option<Uuid>,
+    /// When (RFC 3339).
+    pub signed_off_at: Option<String>,
+    /// Their comment.
+    pub comment: Option<String>,
+    /// Opened (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<breakglass_review::Model> for ReviewView {
+    fn from(r: breakglass_review::Model) -> Self {
+        ReviewView {
+            deployment_id: r.deployment_id,
+            requested_by: r.requested_by,
+            reason: r.reason,
+            status: if r.signed_off_at.is_some() {
+                "signed_off"
+            } else {
+                "open"
+            }
+            .into(),
+            signed_off_by: r.signed_off_by,
+            signed_off_at: r.signed_off_at.map(rfc3339),
+            comment: r.comment,
+            created_at: rfc3339(r.created_at),
         }
     }
 }
@@ -82,37 +261,55 @@ impl From<approval::Model> for ApprovalView {
 pub struct DeploymentView {
     /// Id.
     pub id: Uuid,
-    /// Rule.
+    /// First item's rule (the one-rule form's rule).
     pub rule_id: Uuid,
-    /// Version.
+    /// First item's version.
     pub version: i32,
     /// Connection.
     pub connection_id: Uuid,
     /// Agent serving the connection.
     pub agent_id: Uuid,
-    /// Action.
+    /// First item's action.
     pub action: String,
+    /// `change`, `rollback` or `redeploy`.
+    pub kind: String,
+    /// Only reports what would change.
+    pub dry_run: bool,
+    /// Deployed by an Admin without approval.
+    pub breakglass: bool,
+    /// The Admin's written reason, when breakglass.
+    pub breakglass_reason: Option<String>,
     /// Requester's message.
     pub message: String,
     /// Requester.
     pub requested_by: Uuid,
     /// SHA-256 of exactly what will be applied.
     pub digest: String,
-    /// `pending_approval`, `queued`, `delivered`, `succeeded`, `failed`, `refused` or `expired`.
+    /// `pending_approval`, `changes_requested`, `rejected`, `queued`,
+    /// `delivered`, `succeeded`, `failed`, `refused` or `expired`.
     pub status: String,
-    /// Error class when failed or refused.
+    /// Error class when failed or refused (the failing item's).
     pub error_class: Option<String>,
-    /// The job carrying it, once approved.
+    /// The job carrying it, once dispatched.
     pub job_id: Option<Uuid>,
-    /// Approvals so far.
+    /// The items, in order, with their live status.
+    pub items: Vec<ItemView>,
+    /// Decisions so far.
     pub approvals: Vec<ApprovalView>,
+    /// The breakglass review (detail view only).
+    pub review: Option<ReviewView>,
     /// Created (RFC 3339).
     pub created_at: String,
     /// Last change (RFC 3339).
     pub updated_at: String,
 }
 
-fn view(d: deployment::Model, approvals: Vec<approval::Model>) -> DeploymentView {
+fn view(
+    d: deployment::Model,
+    items: Vec<deployment_item::Model>,
+    approvals: Vec<approval::Model>,
+    review: Option<breakglass_review::Model>,
+) -> DeploymentView {
     DeploymentView {
         id: d.id,
         rule_id: d.rule_id,
@@ -120,19 +317,38 @@ fn view(d: deployment::Model, approvals: Vec<approval::Model>) -> DeploymentView
         connection_id: d.connection_id,
         agent_id: d.agent_id,
         action: d.action,
+        kind: d.kind,
+        dry_run: d.dry_run,
+        breakglass: d.breakglass_reason.is_some(),
+        breakglass_reason: d.breakglass_reason,
         message: d.message,
         requested_by: d.requested_by,
         digest: d.digest,
         status: d.status,
         error_class: d.error_class,
         job_id: d.job_id,
+        items: items.into_iter().map(Into::into).collect(),
         approvals: approvals.into_iter().map(Into::into).collect(),
+        review: review.map(Into::into),
         created_at: rfc3339(d.created_at),
         updated_at: rfc3339(d.updated_at),
     }
 }
 
-/// Requests a deployment; it waits for approval by someone other than the requester.
+async fn full_view(
+    state: &AppState,
+    tenant_id: Uuid,
+    d: deployment::Model,
+) -> ApiResult<DeploymentView> {
+    let items = deployments::items(&state.db, tenant_id, d.id).await?;
+    let approvals = deployments::approvals(&state.db, tenant_id, d.id).await?;
+    let review = deployments::review_of(&state.db, tenant_id, d.id).await?;
+    Ok(view(d, items, approvals, review))
+}
+
+/// Requests a deployment of one rule or a batch; it waits for approval by
+/// someone other than the requester and the versions' authors. A dry run
+/// is dispatched at once and changes nothing.
 #[utoipa::path(post, path = "/v1/deployments", request_body = DeploymentRequest,
     responses((status = 201, body = DeploymentView), (status = 400), (status = 404)))]
 pub async fn request(
@@ -140,34 +356,385 @@ pub async fn request(
     user: Auth<perm::RequestDeployment>,
     ApiJson(req): ApiJson<DeploymentRequest>,
 ) -> ApiResult<(StatusCode, Json<DeploymentView>)> {
-    let d = deployments::request(
+    let d = deployments::request(&state, &user, req.into_new("change")?, None).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(full_view(&state, user.tenant_id, d).await?),
+    ))
+}
+
+/// Breakglass: an Admin deploys without approval, with a written reason. The
+/// deployment is flagged, every Admin is notified, and a review stays open
+/// until another Admin signs it off.
+#[utoipa::path(post, path = "/v1/deployments/breakglass", request_body = BreakglassRequest,
+    responses((status = 201, body = DeploymentView), (status = 400), (status = 403), (status = 404)))]
+pub async fn breakglass(
+    State(state): State<AppState>,
+    user: Auth<perm::Administer>,
+    ApiJson(req): ApiJson<BreakglassRequest>,
+) -> ApiResult<(StatusCode, Json<DeploymentView>)> {
+    let b = req;
+    let new = DeploymentRequest {
+        connection_id: b.connection_id,
+        rule_id: b.rule_id,
+        version: b.version,
+        action: b.action,
+        monitoring: b.monitoring,
+        items: b.items,
+        message: b.message,
+        dry_run: false,
+    }
+    .into_new("change")?;
+    let d = deployments::request(&state, &user, new, Some(&b.reason)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(full_view(&state, user.tenant_id, d).await?),
+    ))
+}
+
+/// Requests the rollback of a rule on a connection: its previously deployed
+/// version again, or its removal if the current version was the first.
+/// Approved like any change.
+#[utoipa::path(post, path = "/v1/deployments/rollback", request_body = RollbackRequest,
+    responses((status = 201, body = DeploymentView), (status = 404), (status = 409)))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    user: Auth<perm::RequestDeployment>,
+    ApiJson(req): ApiJson<RollbackRequest>,
+) -> ApiResult<(StatusCode, Json<DeploymentView>)> {
+    let new = deployments::rollback_request(
         &state.db,
         &user,
         req.rule_id,
-        req.version,
         req.connection_id,
-        req.action,
-        &req.message,
+        req.message,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(view(d, vec![]))))
+    let d = deployments::request(&state, &user, new, None).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(full_view(&state, user.tenant_id, d).await?),
+    ))
 }
 
-/// Approves a deployment. The requester and the version's author get 403.
-#[utoipa::path(post, path = "/v1/deployments/{id}/approve", params(("id" = Uuid, Path)), request_body = ApproveRequest,
+/// Changes the items of a request awaiting approval (requester only); the
+/// digest changes and earlier approvals stop counting.
+#[utoipa::path(put, path = "/v1/deployments/{id}", params(("id" = Uuid, Path)), request_body = UpdateRequest,
+    responses((status = 200, body = DeploymentView), (status = 400), (status = 403), (status = 404), (status = 409)))]
+pub async fn update(
+    State(state): State<AppState>,
+    user: Auth<perm::RequestDeployment>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJsonOrEmpty(req): ApiJsonOrEmpty<UpdateRequest>,
+) -> ApiResult<Json<DeploymentView>> {
+    let d = deployments::update(&state.db, &user, id, &req.items, req.message.as_deref()).await?;
+    Ok(Json(full_view(&state, user.tenant_id, d).await?))
+}
+
+/// Approves a deployment's current digest. The requester and the authors of
+/// its versions get 403; a stale `digest` gets 409 `digest_changed`.
+#[utoipa::path(post, path = "/v1/deployments/{id}/approve", params(("id" = Uuid, Path)), request_body = DecisionRequest,
     responses((status = 200, body = DeploymentView), (status = 403, description = "requester, author, or role without approval"), (status = 404), (status = 409)))]
 pub async fn approve(
     State(state): State<AppState>,
     user: Auth<perm::Approve>,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJsonOrEmpty(req): ApiJsonOrEmpty<ApproveRequest>,
+    ApiJsonOrEmpty(req): ApiJsonOrEmpty<DecisionRequest>,
 ) -> ApiResult<Json<DeploymentView>> {
-    let d = deployments::approve(&state, &user, id, req.comment).await?;
-    let a = deployments::approvals(&state.db, user.tenant_id, id).await?;
-    Ok(Json(view(d, a)))
+    let d = deployments::decide(
+        &state,
+        &user,
+        id,
+        Decision::Approve,
+        req.comment,
+        req.digest,
+    )
+    .await?;
+    Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 
-/// One deployment with its approvals.
+/// Rejects a deployment for good (comment required).
+#[utoipa::path(post, path = "/v1/deployments/{id}/reject", params(("id" = Uuid, Path)), request_body = DecisionRequest,
+    responses((status = 200, body = DeploymentView), (status = 400), (status = 404), (status = 409)))]
+pub async fn reject(
+    State(state): State<AppState>,
+    user: Auth<perm::Approve>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJsonOrEmpty(req): ApiJsonOrEmpty<DecisionRequest>,
+) -> ApiResult<Json<DeploymentView>> {
+    let d =
+        deployments::decide(&state, &user, id, Decision::Reject, req.comment, req.digest).await?;
+    Ok(Json(full_view(&state, user.tenant_id, d).await?))
+}
+
+/// Sends a deployment back to its requester (comment required).
+#[utoipa::path(post, path = "/v1/deployments/{id}/request-changes", params(("id" = Uuid, Path)), request_body = DecisionRequest,
+    responses((status = 200, body = DeploymentView), (status = 400), (status = 404), (status = 409)))]
+pub async fn request_changes(
+    State(state): State<AppState>,
+    user: Auth<perm::Approve>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJsonOrEmpty(req): ApiJsonOrEmpty<DecisionRequest>,
+) -> ApiResult<Json<DeploymentView>> {
+    let d = deployments::decide(
+        &state,
+        &user,
+        id,
+        Decision::RequestChanges,
+        req.comment,
+        req.digest,
+    )
+    .await?;
+    Ok(Json(full_view(&state, user.tenant_id, d).await?))
+}
+
+/// A sign-off.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SignOffRequest {
+    /// Comment.
+    pub comment: Option<String>,
+}
+
+/// Signs off the review of a breakglass deployment (an Admin other than the
+/// one who deployed).
+#[utoipa::path(post, path = "/v1/deployments/{id}/sign-off", params(("id" = Uuid, Path)), request_body = SignOffRequest,
+    responses((status = 200, body = ReviewView), (status = 403), (status = 404), (status = 409)))]
+pub async fn sign_off(
+    State(state): State<AppState>,
+    user: Auth<perm::Administer>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJsonOrEmpty(req): ApiJsonOrEmpty<SignOffRequest>,
+) -> ApiResult<Json<ReviewView>> {
+    Ok(Json(
+        deployments::sign_off(&state.db, &user, id, req.comment)
+            .await?
+            .into(),
+    ))
+}
+
+/// Breakglass reviews, open ones first.
+#[utoipa::path(get, path = "/v1/breakglass-reviews", responses((status = 200, body = [ReviewView])))]
+pub async fn list_reviews(
+    State(state): State<AppState>,
+    user: Auth<perm::Administer>,
+) -> ApiResult<Json<Vec<ReviewView>>> {
+    Ok(Json(
+        deployments::reviews(&state.db, user.tenant_id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// A notice for the tenant's Admins.
+#[derive(Serialize, ToSchema)]
+pub struct NotificationView {
+    /// Id.
+    pub id: Uuid,
+    /// `breakglass`.
+    pub kind: String,
+    /// The deployment it is about.
+    pub deployment_id: Option<Uuid>,
+    /// Text.
+    pub message: String,
+    /// Who caused it.
+    pub created_by: Uuid,
+    /// When (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<notification::Model> for NotificationView {
+    fn from(n: notification::Model) -> Self {
+        NotificationView {
+            id: n.id,
+            kind: n.kind,
+            deployment_id: n.deployment_id,
+            message: n.message,
+            created_by: n.created_by,
+            created_at: rfc3339(n.created_at),
+        }
+    }
+}
+
+/// Notifications every Admin sees, newest first.
+#[utoipa::path(get, path = "/v1/notifications", responses((status = 200, body = [NotificationView])))]
+pub async fn list_notifications(
+    State(state): State<AppState>,
+    user: Auth<perm::Administer>,
+) -> ApiResult<Json<Vec<NotificationView>>> {
+    Ok(Json(
+        deployments::notifications(&state.db, user.tenant_id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// The tenant's approval policy.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPolicy {
+    /// Distinct approvers a deployment needs (1 to 10, default 1).
+    pub min_approvers: i32,
+}
+
+/// The tenant's approval policy.
+#[utoipa::path(get, path = "/v1/approval-policy", responses((status = 200, body = ApprovalPolicy)))]
+pub async fn show_policy(
+    State(state): State<AppState>,
+    user: Auth<perm::View>,
+) -> ApiResult<Json<ApprovalPolicy>> {
+    Ok(Json(ApprovalPolicy {
+        min_approvers: deployments::min_approvers(&state.db, user.tenant_id).await?,
+    }))
+}
+
+/// Sets the tenant's approval policy (audited).
+#[utoipa::path(put, path = "/v1/approval-policy", request_body = ApprovalPolicy,
+    responses((status = 200, body = ApprovalPolicy), (status = 400)))]
+pub async fn set_policy(
+    State(state): State<AppState>,
+    user: Auth<perm::Administer>,
+    ApiJson(req): ApiJson<ApprovalPolicy>,
+) -> ApiResult<Json<ApprovalPolicy>> {
+    Ok(Json(ApprovalPolicy {
+        min_approvers: deployments::set_min_approvers(&state.db, &user, req.min_approvers).await?,
+    }))
+}
+
+/// A rule as deployed on a connection, with its drift state.
+#[derive(Serialize, ToSchema)]
+pub struct DeployedRuleView {
+    /// Rule.
+    pub rule_id: Uuid,
+    /// Connection.
+    pub connection_id: Uuid,
+    /// Version deployed.
+    pub version: i32,
+    /// Deployed with alerting off.
+    pub monitoring: bool,
+    /// `deployed`, `drift_detected`, `removed` or `archived`.
+    pub state: String,
+    /// Hex hash Picket expects.
+    pub expected_hash: Option<String>,
+    /// Hex hash found by the last drift check that saw a difference (`None`: missing).
+    pub found_hash: Option<String>,
+    /// Last drift check (RFC 3339).
+    pub checked_at: Option<String>,
+}
+
+impl From<rule_deployment::Model> for DeployedRuleView {
+    fn from(r: rule_deployment::Model) -> Self {
+        DeployedRuleView {
+            rule_id: r.rule_id,
+            connection_id: r.connection_id,
+            version: r.version,
+            monitoring: r.monitoring,
+            state: r.state,
+            expected_hash: r.content_hash,
+            found_hash: r.drift_hash,
+            checked_at: r.drift_checked_at.map(rfc3339),
+        }
+    }
+}
+
+/// Every rule deployed through Picket (not removed) with its drift state:
+/// `deployed`, `drift_detected` (needs a resolution) or `archived`.
+#[utoipa::path(get, path = "/v1/drift", responses((status = 200, body = [DeployedRuleView])))]
+pub async fn list_drift(
+    State(state): State<AppState>,
+    user: Auth<perm::View>,
+) -> ApiResult<Json<Vec<DeployedRuleView>>> {
+    Ok(Json(
+        drift::list(&state.db, user.tenant_id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+/// How to resolve a drift.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// The connection (required).
+    pub connection_id: Option<Uuid>,
+    /// `redeploy`, `archive` or `accept_remote` (required).
+    pub resolution: Option<Resolution>,
+    /// Message for a redeploy request.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// What a resolution did.
+#[derive(Serialize, ToSchema)]
+pub struct ResolveView {
+    /// The rule's state on the connection now.
+    pub state: String,
+    /// The redeploy request, awaiting approval.
+    pub deployment: Option<DeploymentView>,
+}
+
+/// Resolves a drifted rule: `redeploy` (a new request, approved like any
+/// change) or `archive` (stop tracking).
+#[utoipa::path(post, path = "/v1/rules/{id}/drift/resolve", params(("id" = Uuid, Path)), request_body = ResolveRequest,
+    responses((status = 200, body = ResolveView), (status = 400), (status = 404), (status = 409)))]
+pub async fn resolve_drift(
+    State(state): State<AppState>,
+    user: Auth<perm::RequestDeployment>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJsonOrEmpty(req): ApiJsonOrEmpty<ResolveRequest>,
+) -> ApiResult<Json<ResolveView>> {
+    // The rule first: another tenant's id is a 404 whatever the body says.
+    user.scope()
+        .get::<crate::db::entity::rule::Entity>(&state.db, id, "rule")
+        .await?;
+    let (Some(connection_id), Some(resolution)) = (req.connection_id, req.resolution) else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "connection_id and resolution are required",
+        ));
+    };
+    let d = drift::resolve(&state, &user, id, connection_id, resolution, req.message).await?;
+    let st = deployments::current(&state.db, user.tenant_id, id, connection_id)
+        .await?
+        .map(|r| r.state)
+        .unwrap_or_default();
+    let deployment = match d {
+        Some(d) => Some(full_view(&state, user.tenant_id, d).await?),
+        None => None,
+    };
+    Ok(Json(ResolveView {
+        state: st,
+        deployment,
+    }))
+}
+
+/// A drift check sent.
+#[derive(Serialize, ToSchema)]
+pub struct DriftCheckView {
+    /// The job, or `None` when nothing is deployed on the connection.
+    pub job_id: Option<Uuid>,
+}
+
+/// Sends a drift check to a connection now (the scheduler does it every
+/// `jobs.drift_check_interval_secs`).
+#[utoipa::path(post, path = "/v1/connections/{id}/drift-check", params(("id" = Uuid, Path)),
+    responses((status = 202, body = DriftCheckView), (status = 404)))]
+pub async fn drift_check(
+    State(state): State<AppState>,
+    user: Auth<perm::RequestDeployment>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<DriftCheckView>)> {
+    let job_id = drift::check_connection(&state, user.tenant_id, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(DriftCheckView { job_id })))
+}
+
+/// One deployment with its items, decisions and review.
 #[utoipa::path(get, path = "/v1/deployments/{id}", params(("id" = Uuid, Path)), responses((status = 200, body = DeploymentView), (status = 404)))]
 pub async fn show(
     State(state): State<AppState>,
@@ -175,8 +742,7 @@ pub async fn show(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<DeploymentView>> {
     let d = deployments::get(&state.db, user.tenant_id, id).await?;
-    let a = deployments::approvals(&state.db, user.tenant_id, id).await?;
-    Ok(Json(view(d, a)))
+    Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 
 /// Paging for lists.
@@ -186,7 +752,7 @@ pub struct ListParams {
     pub limit: Option<u64>,
 }
 
-/// Deployments of the tenant, newest first.
+/// Deployments of the tenant, newest first, with their items.
 #[utoipa::path(get, path = "/v1/deployments", params(ListParams), responses((status = 200, body = [DeploymentView])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -194,11 +760,24 @@ pub async fn list(
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Vec<DeploymentView>>> {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let ds = deployments::list(&state.db, user.tenant_id, limit).await?;
+    let ids: Vec<Uuid> = ds.iter().map(|d| d.id).collect();
+    // One query for every item (not one per deployment).
+    let mut all = user
+        .scope()
+        .find::<deployment_item::Entity>()
+        .filter(deployment_item::Column::DeploymentId.is_in(ids))
+        .order_by_asc(deployment_item::Column::Position)
+        .all(&state.db)
+        .await?;
     Ok(Json(
-        deployments::list(&state.db, user.tenant_id, limit)
-            .await?
-            .into_iter()
-            .map(|d| view(d, vec![]))
+        ds.into_iter()
+            .map(|d| {
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    all.drain(..).partition(|i| i.deployment_id == d.id);
+                all = rest;
+                view(d, mine, vec![], None)
+            })
             .collect(),
     ))
 }

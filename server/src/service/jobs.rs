@@ -217,6 +217,16 @@ async fn set_deployment_status(
         .filter(deployment::Column::Id.eq(id))
         .exec(conn)
         .await?;
+    // Items follow: acknowledged → `sent`; ended without a result → `failed`.
+    match status {
+        "delivered" => {
+            crate::service::deployments::set_items_status(conn, id, "sent", None).await?
+        }
+        "failed" | "expired" => {
+            crate::service::deployments::set_items_status(conn, id, "failed", error_class).await?;
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -310,7 +320,11 @@ pub async fn record_result(
     am.content_hash = Set(r.content_hash.map(|h| h.0.to_vec()));
     am.update(&txn).await?;
     if let Some(d) = j.deployment_id {
+        crate::service::deployments::apply_result(&txn, d, r).await?;
         set_deployment_status(&txn, d, outcome, class).await?;
+    }
+    if j.kind == JobKind::DriftCheck.as_str() {
+        crate::service::drift::apply_result(&txn, &j, r).await?;
     }
     audit::record(
         &txn,

@@ -12,6 +12,7 @@
 //! - [`connections`]: SIEM connections and the credential vault.
 //! - [`rules`]: rules and their immutable versions.
 //! - [`deployments`]: requests, approvals (separation of duties) and dispatch.
+//! - [`drift`]: scheduled drift checks, their results and resolutions.
 //! - [`jobs`]: the durable job outbox.
 //! - [`health`]: the batched health writer.
 //! - [`scope`]: [`scope::TenantScope`], the tenant-bound query handle.
@@ -26,6 +27,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod connections;
 pub mod deployments;
+pub mod drift;
 pub mod enrollment;
 pub mod health;
 pub mod invitations;

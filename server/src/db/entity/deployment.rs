@@ -19,12 +19,18 @@ pub struct Model {
     pub requested_by: Uuid,
     /// SHA-256 (hex) of exactly what is to be applied; approvals sign off on it.
     pub digest: String,
-    /// `pending_approval`, `queued`, `delivered`, `succeeded`, `failed`, `refused`, `expired`.
+    /// `pending_approval`, `changes_requested`, `rejected`, `queued`, `delivered`, `succeeded`, `failed`, `refused`, `expired`.
     pub status: String,
     pub error_class: Option<String>,
     pub job_id: Option<Uuid>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Only reports what would change.
+    pub dry_run: bool,
+    /// `change`, `rollback` or `redeploy` (a drift resolution).
+    pub kind: String,
+    /// Set when an Admin deployed without approval (breakglass).
+    pub breakglass_reason: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

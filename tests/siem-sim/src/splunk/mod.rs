@@ -274,6 +274,15 @@ impl SplunkSimHandle {
             .insert((search.app, search.name), stored);
     }
 
+    /// Removes the saved search called `name` from every app (someone deleting
+    /// it by hand, for drift tests). Returns whether one existed.
+    pub fn remove_saved_search(&self, name: &str) -> bool {
+        let mut state = self.shared.lock();
+        let before = state.searches.len();
+        state.searches.retain(|(_, n), _| n != name);
+        state.searches.len() != before
+    }
+
     /// Requests that reached a `saved/searches` endpoint, whatever their answer
     /// (refused, faulted or served). Zero means nothing touched saved searches.
     pub fn request_count(&self) -> u64 {
@@ -309,6 +318,17 @@ impl SplunkSimHandle {
     /// 200-with-error), or stops doing so.
     pub fn set_search_error(&self, on: bool) {
         self.shared.lock().search_error = on;
+    }
+
+    /// Makes every create or update of the saved search `name` answer
+    /// `status` (with a Splunk `messages` body), or with `None` stops doing so.
+    /// Reads and deletes are unaffected.
+    pub fn fail_writes_to(&self, name: &str, status: Option<u16>) {
+        let mut state = self.shared.lock();
+        match status {
+            Some(s) => state.write_faults.insert(name.to_owned(), s),
+            None => state.write_faults.remove(name),
+        };
     }
 
     /// Forgets every session key handed out (they then answer 401, as expired ones do).
@@ -403,6 +423,9 @@ struct State {
     runs: std::collections::HashMap<String, Vec<ScriptedRun>>,
     /// Whether oneshot searches answer 200 with an ERROR message.
     search_error: bool,
+    /// Saved-search names whose create and update answer this status (a
+    /// fault on one object, e.g. one item of a deployment batch).
+    write_faults: std::collections::HashMap<String, u16>,
 }
 
 #[derive(Debug, Clone)]

@@ -470,6 +470,9 @@ async fn create(
             "Cannot create an object in a wildcard namespace.",
         );
     }
+    if let Some(response) = write_fault(&shared, &name) {
+        return response;
+    }
     let stored = Stored {
         owner: owner.clone(),
         updated: feed::now(),
@@ -493,6 +496,13 @@ async fn create(
         (&app, &name),
         &stored,
     )
+}
+
+/// The injected answer to a write of `name`, if a test asked for one.
+fn write_fault(shared: &Shared, name: &str) -> Option<Response> {
+    let status = shared.lock().write_faults.get(name).copied()?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(json_error(status, "Injected fault for this saved search."))
 }
 
 /// Finds `name` in `app` (or any app for `-`) and applies `change` to it.
@@ -554,6 +564,9 @@ async fn update(
             StatusCode::BAD_REQUEST,
             "Argument \"search\" cannot be empty.",
         );
+    }
+    if let Some(response) = write_fault(&shared, &name) {
+        return response;
     }
     let now = feed::now();
     let changed = with_saved_search(&shared, &app, &name, |stored| {

@@ -1,0 +1,195 @@
+//! Atomic deployment batches and drift checks.
+//!
+//! A [`Batch`] carries one deployment request's items, applied by the agent in
+//! order. Before touching a rule the agent reads its current state on the
+//! SIEM (present with a content hash, or absent); if an item fails, every
+//! item already applied in this batch is reverted (a rule that was absent is
+//! deleted, one that was present is restored from [`BatchItem::previous`]),
+//! so a batch is never left half-applied. A dry run only reads: each item
+//! reports whether it would create, change or leave the rule unchanged.
+//!
+//! A [`DriftCheck`] lists the rules the server believes it deployed on one
+//! connection and the content hash it expects; the agent answers one
+//! [`ItemOutcome`] per rule with the hash it found (or `absent`).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::bytes::B64;
+use crate::job::RuleSpec;
+use crate::outcome::ErrorClass;
+
+/// Most items one batch (or drift check) may carry; the server refuses
+/// larger requests and the agent refuses larger jobs.
+pub const MAX_BATCH_ITEMS: usize = 100;
+
+/// One deployment request, applied atomically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Only read the SIEM and report what would change; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The items, in the order the agent applies them (at most [`MAX_BATCH_ITEMS`]).
+    pub items: Vec<BatchItem>,
+}
+
+/// One change in a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// The rule it touches.
+    pub rule_id: Uuid,
+    /// What to do to it.
+    pub op: BatchOp,
+    /// The version the server last deployed on this connection, so a revert
+    /// can put it back when the rule was present before the batch. `None`
+    /// for a rule that was never deployed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousState>,
+}
+
+/// What the server last deployed for a rule on a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousState {
+    /// The version's content.
+    pub rule: RuleSpec,
+    /// Whether it was deployed in monitoring mode.
+    #[serde(default)]
+    pub monitoring: bool,
+    /// Whether it was enabled.
+    pub enabled: bool,
+}
+
+/// The operation of one batch item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BatchOp {
+    /// Create or update the rule with this version.
+    Deploy {
+        /// The version.
+        rule: RuleSpec,
+        /// Monitoring mode: the rule runs but raises no alert (no alert
+        /// actions, no incidents, no triggered-alert records).
+        #[serde(default)]
+        monitoring: bool,
+    },
+    /// Disable the rule (it stays on the SIEM).
+    Disable,
+    /// Enable the rule.
+    Enable,
+    /// Delete the rule.
+    Delete,
+}
+
+/// The rules of one connection and the hashes the server expects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftCheck {
+    /// At most [`MAX_BATCH_ITEMS`] rules.
+    pub rules: Vec<DriftExpectation>,
+}
+
+/// One rule of a drift check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftExpectation {
+    /// The rule.
+    pub rule_id: Uuid,
+    /// SHA-256 of its content as last deployed.
+    pub expected: B64<32>,
+}
+
+/// What happened to one batch item (or what a drift check found), in the
+/// batch's order. Enums and hashes only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemOutcome {
+    /// The rule.
+    pub rule_id: Uuid,
+    /// Its end state.
+    pub status: ItemStatus,
+    /// Why it failed (or why its revert failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// The content hash: as deployed (applied), as found (dry run, drift).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<B64<32>>,
+}
+
+/// The end state of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ItemStatus {
+    /// Applied and kept (the whole batch succeeded).
+    Applied,
+    /// This item failed; see the error class.
+    Failed,
+    /// Applied, then undone because a later item failed.
+    Reverted,
+    /// Applied, a later item failed, and undoing this one failed too: the
+    /// SIEM may hold this item's change (the error class says why).
+    RevertFailed,
+    /// Not attempted because an earlier item failed.
+    Skipped,
+    /// Dry run: the rule does not exist and would be created.
+    WouldCreate,
+    /// Dry run: the rule exists with other content and would change.
+    WouldChange,
+    /// Dry run: the rule already holds exactly this content.
+    Unchanged,
+    /// Drift check: the rule holds the expected content.
+    InSync,
+    /// Drift check: the rule holds other content.
+    Drifted,
+    /// Drift check: the rule is missing.
+    Missing,
+}
+
+impl ItemStatus {
+    /// Stable snake_case name, as on the wire and as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemStatus::Applied => "applied",
+            ItemStatus::Failed => "failed",
+            ItemStatus::Reverted => "reverted",
+            ItemStatus::RevertFailed => "revert_failed",
+            ItemStatus::Skipped => "skipped",
+            ItemStatus::WouldCreate => "would_create",
+            ItemStatus::WouldChange => "would_change",
+            ItemStatus::Unchanged => "unchanged",
+            ItemStatus::InSync => "in_sync",
+            ItemStatus::Drifted => "drifted",
+            ItemStatus::Missing => "missing",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_match_serde() {
+        for s in [
+            ItemStatus::Applied,
+            ItemStatus::RevertFailed,
+            ItemStatus::WouldCreate,
+            ItemStatus::InSync,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn ops_are_tagged() {
+        let item = BatchItem {
+            rule_id: Uuid::nil(),
+            op: BatchOp::Delete,
+            previous: None,
+        };
+        let json = serde_json::to_string(&item).unwrap();
+        assert!(json.contains("\"op\":\"delete\""), "{json}");
+        assert_eq!(serde_json::from_str::<BatchItem>(&json).unwrap(), item);
+    }
+}
