@@ -309,6 +309,7 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
                     error_class: None,
                     duration_ms: 1,
                     content_hash: None,
+                    items: None,
                 });
                 if send(&mut ws, &result).await.is_err() {
                     break None;
