@@ -113,6 +113,7 @@ fn refused(job_id: Uuid, class: ErrorClass) -> JobResult {
         error_class: Some(class),
         duration_ms: 0,
         content_hash: None,
+        test_counts: None,
     }
 }
 
@@ -395,6 +396,7 @@ impl Worker {
             picket_proto::JobAction::DeployRule { rule } => Some(rule.rule_id),
             picket_proto::JobAction::DisableRule { rule }
             | picket_proto::JobAction::DeleteRule { rule } => Some(rule.rule_id),
+            picket_proto::JobAction::TestRule { test } => Some(test.rule_id),
             _ => None,
         };
         if spec.kind() != header.kind {
@@ -422,6 +424,7 @@ impl Worker {
                 error_class: None,
                 duration_ms,
                 content_hash: ok.content_hash.map(B64),
+                test_counts: ok.test_counts,
             },
             Ok(Err(class)) => JobResult {
                 job_id,
@@ -429,6 +432,7 @@ impl Worker {
                 error_class: Some(class),
                 duration_ms,
                 content_hash: None,
+                test_counts: None,
             },
             Err(_) => JobResult {
                 job_id,
@@ -436,6 +440,7 @@ impl Worker {
                 error_class: Some(ErrorClass::Timeout),
                 duration_ms,
                 content_hash: None,
+                test_counts: None,
             },
         }
     }

@@ -520,6 +520,7 @@ mod tests {
             error_class: None,
             duration_ms: 12,
             content_hash: None,
+            test_counts: None,
         }
     }
 
@@ -530,6 +531,7 @@ mod tests {
             error_class: Some(ErrorClass::SiemUnreachable),
             duration_ms: 3,
             content_hash: None,
+            test_counts: None,
         }
     }
 

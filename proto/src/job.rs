@@ -91,6 +91,8 @@ pub enum JobKind {
     DeleteRule,
     /// Check that the SIEM answers and the credentials work.
     CheckConnection,
+    /// Run a rule version's tests: inject sample events, count matches.
+    TestRule,
 }
 
 impl JobKind {
@@ -101,6 +103,7 @@ impl JobKind {
             JobKind::DisableRule => "disable_rule",
             JobKind::DeleteRule => "delete_rule",
             JobKind::CheckConnection => "check_connection",
+            JobKind::TestRule => "test_rule",
         }
     }
 }
@@ -122,6 +125,7 @@ impl JobSpec {
             JobAction::DisableRule { .. } => JobKind::DisableRule,
             JobAction::DeleteRule { .. } => JobKind::DeleteRule,
             JobAction::CheckConnection => JobKind::CheckConnection,
+            JobAction::TestRule { .. } => JobKind::TestRule,
         }
     }
 }
@@ -343,6 +347,11 @@ pub enum JobAction {
     },
     /// Check that the SIEM answers and the credential works.
     CheckConnection,
+    /// Inject a rule version's test events and count matches per case.
+    TestRule {
+        /// The tests.
+        test: crate::ruletest::RuleTest,
+    },
 }
 
 /// A reference to a managed rule by its server id.

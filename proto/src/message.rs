@@ -202,6 +202,10 @@ pub struct JobResult {
     pub duration_ms: u64,
     /// SHA-256 of the rule content as deployed, for drift checks, when applicable.
     pub content_hash: Option<B64<32>>,
+    /// For a `test_rule` job: matches counted per test case, in case order
+    /// (at most [`crate::ruletest::MAX_TEST_CASES`]); never event text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_counts: Option<crate::ruletest::TestCounts>,
 }
 
 #[derive(Serialize)]

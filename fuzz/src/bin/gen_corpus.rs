@@ -180,6 +180,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             error_class: Some(ErrorClass::AuthFailed),
             duration_ms: 120,
             content_hash: Some(B64([4; 32])),
+            test_counts: None,
         }),
         AgentMsg::Pong { t: 17 },
         AgentMsg::RotateKeys(RotateKeys {

@@ -51,6 +51,10 @@ fn default_action() -> Action {
 pub struct ApproveRequest {
     /// Optional comment.
     pub comment: Option<String>,
+    /// Admins only: approve although rule tests failed or were not run,
+    /// with this written reason (audited as `deployment.test_override`).
+    #[serde(default)]
+    pub test_override: Option<String>,
 }
 
 /// One approval.
@@ -162,7 +166,7 @@ pub async fn approve(
     ApiPath(id): ApiPath<Uuid>,
     ApiJsonOrEmpty(req): ApiJsonOrEmpty<ApproveRequest>,
 ) -> ApiResult<Json<DeploymentView>> {
-    let d = deployments::approve(&state, &user, id, req.comment).await?;
+    let d = deployments::approve(&state, &user, id, req.comment, req.test_override).await?;
     let a = deployments::approvals(&state.db, user.tenant_id, id).await?;
     Ok(Json(view(d, a)))
 }

@@ -154,6 +154,7 @@ pub async fn approve(
     user: &CurrentUser,
     id: Uuid,
     comment: Option<String>,
+    test_override: Option<String>,
 ) -> ApiResult<deployment::Model> {
     if let Some(c) = &comment {
         validate::optional_text("comment", c, 2000)?;
@@ -196,6 +197,16 @@ pub async fn approve(
             format!("deployment is {}, not awaiting approval", d.status),
         ));
     }
+    // Rule test gate (issue 6, rule side): see `rules::tests_gate`.
+    rules::enforce_tests_gate(
+        &txn,
+        user,
+        d.id,
+        d.connection_id,
+        &[d.rule_version_id],
+        test_override.as_deref(),
+    )
+    .await?;
     approval::ActiveModel {
         id: Set(Uuid::now_v7()),
         tenant_id: Set(user.tenant_id),

@@ -310,6 +310,8 @@ pub async fn record_result(
     if let Some(d) = j.deployment_id {
         set_deployment_status(&txn, d, outcome, class).await?;
     }
+    // A `test_rule` job's per-case counts (issue 6, rule side).
+    crate::service::rules::record_test_result(&txn, tenant_id, agent_id, r).await?;
     audit::record(
         &txn,
         Event::agent(tenant_id, agent_id, "job.result", "job", r.job_id)

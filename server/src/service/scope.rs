@@ -40,6 +40,7 @@ tenant_owned!(
     job,
     rule,
     rule_version,
+    rule_test_run,
     session,
     siem_connection,
     user,

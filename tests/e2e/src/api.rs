@@ -78,6 +78,14 @@ impl Api {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// PUT a JSON body.
+    ///
+    /// # Errors
+    /// On transport failure.
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     /// GET.
     ///
     /// # Errors

@@ -14,6 +14,7 @@ pub mod instance_claim;
 pub mod invitation;
 pub mod job;
 pub mod rule;
+pub mod rule_test_run;
 pub mod rule_version;
 pub mod server_key;
 pub mod session;
