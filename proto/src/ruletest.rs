@@ -94,10 +94,9 @@ impl<'de> Deserialize<'de> for TestCounts {
                 };
                 while let Some(n) = seq.next_element::<u32>()? {
                     // Refuse as soon as the bound is passed, before reading the rest.
-                    let slot = out
-                        .counts
-                        .get_mut(usize::from(out.len))
-                        .ok_or_else(|| serde::de::Error::invalid_length(MAX_TEST_CASES + 1, &self))?;
+                    let slot = out.counts.get_mut(usize::from(out.len)).ok_or_else(|| {
+                        serde::de::Error::invalid_length(MAX_TEST_CASES + 1, &self)
+                    })?;
                     *slot = n;
                     out.len += 1;
                 }

@@ -48,7 +48,11 @@ impl Diagnostic {
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "{} {l}:{c}: {} ({})", self.field, self.message, self.code),
+            (Some(l), Some(c)) => write!(
+                f,
+                "{} {l}:{c}: {} ({})",
+                self.field, self.message, self.code
+            ),
             _ => write!(f, "{}: {} ({})", self.field, self.message, self.code),
         }
     }

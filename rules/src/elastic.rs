@@ -34,13 +34,39 @@ const ESQL: Syntax = Syntax {
 };
 
 /// EQL pipes.
-const EQL_PIPES: &[&str] = &["head", "tail", "filter", "unique", "unique_count", "count", "sample"];
+const EQL_PIPES: &[&str] = &[
+    "head",
+    "tail",
+    "filter",
+    "unique",
+    "unique_count",
+    "count",
+    "sample",
+];
 
 /// ES|QL processing commands.
 const ESQL_COMMANDS: &[&str] = &[
-    "where", "eval", "stats", "keep", "drop", "rename", "sort", "limit", "dissect", "grok",
-    "enrich", "mv_expand", "lookup", "inlinestats", "inline", "change_point", "completion",
-    "fork", "rerank", "sample", "fuse",
+    "where",
+    "eval",
+    "stats",
+    "keep",
+    "drop",
+    "rename",
+    "sort",
+    "limit",
+    "dissect",
+    "grok",
+    "enrich",
+    "mv_expand",
+    "lookup",
+    "inlinestats",
+    "inline",
+    "change_point",
+    "completion",
+    "fork",
+    "rerank",
+    "sample",
+    "fuse",
 ];
 
 /// ES|QL source commands.
@@ -103,7 +129,10 @@ pub(crate) fn check_kuery(q: &str, r: &mut Report) {
         ));
     }
     for (pos, w) in scan::words(&s.masked, 0) {
-        let value = w.split_once(':').map_or(w, |(_, v)| v).trim_start_matches('(');
+        let value = w
+            .split_once(':')
+            .map_or(w, |(_, v)| v)
+            .trim_start_matches('(');
         if value.starts_with('*') && value.len() > 1 {
             r.warn(Diagnostic::at(
                 q,
@@ -133,7 +162,12 @@ pub(crate) fn check_eql(q: &str, r: &mut Report) {
             continue;
         }
         let Some((wpos, word)) = scan::first_word(stage, off) else {
-            r.error(Diagnostic::at(q, off, "empty_stage", "empty pipe stage after `|`"));
+            r.error(Diagnostic::at(
+                q,
+                off,
+                "empty_stage",
+                "empty pipe stage after `|`",
+            ));
             continue;
         };
         if !EQL_PIPES.contains(&word.to_ascii_lowercase().as_str()) {
@@ -158,8 +192,15 @@ pub(crate) fn check_eql(q: &str, r: &mut Report) {
             ));
         }
     }
-    if q.trim_start().to_ascii_lowercase().starts_with("any where true") {
-        r.warn(Diagnostic::field("query", "match_all", "the query matches every event"));
+    if q.trim_start()
+        .to_ascii_lowercase()
+        .starts_with("any where true")
+    {
+        r.warn(Diagnostic::field(
+            "query",
+            "match_all",
+            "the query matches every event",
+        ));
     }
 }
 
@@ -173,13 +214,23 @@ pub(crate) fn check_esql(q: &str, r: &mut Report) {
     }
     for (n, (off, stage)) in s.stages().into_iter().enumerate() {
         let Some((wpos, word)) = scan::first_word(stage, off) else {
-            r.error(Diagnostic::at(q, off, "empty_stage", "empty pipe stage after `|`"));
+            r.error(Diagnostic::at(
+                q,
+                off,
+                "empty_stage",
+                "empty pipe stage after `|`",
+            ));
             continue;
         };
         let lower = word.to_ascii_lowercase();
         if n == 0 {
             if !ESQL_SOURCES.contains(&lower.as_str()) {
-                r.error(Diagnostic::at(q, wpos, "invalid_source", "an ES|QL query starts with FROM"));
+                r.error(Diagnostic::at(
+                    q,
+                    wpos,
+                    "invalid_source",
+                    "an ES|QL query starts with FROM",
+                ));
             }
             let indices = stage.trim_start().get(word.len()..).unwrap_or_default();
             let first = indices.split_whitespace().next().unwrap_or_default();
@@ -198,7 +249,10 @@ pub(crate) fn check_esql(q: &str, r: &mut Report) {
                 q,
                 wpos,
                 "unknown_command",
-                format!("`{}` is not a known ES|QL command", crate::truncate(word, 40)),
+                format!(
+                    "`{}` is not a known ES|QL command",
+                    crate::truncate(word, 40)
+                ),
             ));
         }
     }
@@ -229,11 +283,26 @@ mod tests {
     #[test]
     fn good_queries_pass_clean() {
         for (l, q) in [
-            (Language::Kuery, "event.code:4625 and user.name:(alice or bob)"),
-            (Language::Kuery, "process.name:\"cmd.exe\" and not host.name:dev*"),
-            (Language::Eql, "process where process.name == \"cmd.exe\" | head 5"),
-            (Language::Eql, "sequence by host.id [process where true] [network where destination.port == 4444]"),
-            (Language::Esql, "FROM logs-* | WHERE event.code == \"4625\" | STATS n = COUNT(*) BY user.name | WHERE n > 5"),
+            (
+                Language::Kuery,
+                "event.code:4625 and user.name:(alice or bob)",
+            ),
+            (
+                Language::Kuery,
+                "process.name:\"cmd.exe\" and not host.name:dev*",
+            ),
+            (
+                Language::Eql,
+                "process where process.name == \"cmd.exe\" | head 5",
+            ),
+            (
+                Language::Eql,
+                "sequence by host.id [process where true] [network where destination.port == 4444]",
+            ),
+            (
+                Language::Esql,
+                "FROM logs-* | WHERE event.code == \"4625\" | STATS n = COUNT(*) BY user.name | WHERE n > 5",
+            ),
         ] {
             let (e, w) = codes(l, q);
             assert!(e.is_empty() && w.is_empty(), "{q}: {e:?} {w:?}");

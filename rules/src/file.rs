@@ -155,7 +155,11 @@ impl std::fmt::Display for FileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FileError::TooLarge(n) => write!(f, "rule file is {n} bytes; at most {MAX_FILE_BYTES}"),
-            FileError::Syntax { line: Some(l), column: Some(c), message } => {
+            FileError::Syntax {
+                line: Some(l),
+                column: Some(c),
+                message,
+            } => {
                 write!(f, "line {l} column {c}: {message}")
             }
             FileError::Syntax { message, .. } => f.write_str(message),
@@ -206,15 +210,27 @@ pub fn parse_file(text: &str) -> Result<ParsedFile, FileError> {
     })?;
     let mut errs = Vec::new();
     if file.format != 1 {
-        errs.push(Diagnostic::field("format", "unsupported_format", format!("format {} is not supported; use 1", file.format)));
+        errs.push(Diagnostic::field(
+            "format",
+            "unsupported_format",
+            format!("format {} is not supported; use 1", file.format),
+        ));
     }
     let siem = SiemKind::parse(&file.siem);
     if siem.is_none() {
-        errs.push(Diagnostic::field("siem", "invalid_field", "siem must be splunk, sentinel or elastic"));
+        errs.push(Diagnostic::field(
+            "siem",
+            "invalid_field",
+            "siem must be splunk, sentinel or elastic",
+        ));
     }
     let language = match (&file.language, siem) {
         (Some(l), _) => Language::parse(l).or_else(|| {
-            errs.push(Diagnostic::field("language", "invalid_field", "language must be spl, kql, kuery, eql or esql"));
+            errs.push(Diagnostic::field(
+                "language",
+                "invalid_field",
+                "language must be spl, kql, kuery, eql or esql",
+            ));
             None
         }),
         (None, Some(k)) => Some(k.default_language()),
@@ -252,7 +268,11 @@ pub fn canonical_schedule(kind: SiemKind, s: &FileSchedule) -> Result<Schedule, 
         }),
         (None, Some(freq)) if s.earliest.is_none() && s.latest.is_none() => {
             let Some(lookback) = &s.lookback else {
-                return Err(vec![Diagnostic::field("lookback", "invalid_schedule", "frequency needs a lookback")]);
+                return Err(vec![Diagnostic::field(
+                    "lookback",
+                    "invalid_schedule",
+                    "frequency needs a lookback",
+                )]);
             };
             schedule_from_native(kind, freq, lookback)
         }
@@ -267,19 +287,38 @@ pub fn canonical_schedule(kind: SiemKind, s: &FileSchedule) -> Result<Schedule, 
 /// Bounds on test cases, shared by files and the API.
 pub fn check_tests(tests: &[TestCase], errs: &mut Vec<Diagnostic>) {
     if tests.len() > MAX_TESTS {
-        errs.push(Diagnostic::field("tests", "too_many_tests", format!("at most {MAX_TESTS} test cases per rule")));
+        errs.push(Diagnostic::field(
+            "tests",
+            "too_many_tests",
+            format!("at most {MAX_TESTS} test cases per rule"),
+        ));
         return;
     }
     let mut names = std::collections::BTreeSet::new();
     for (i, t) in tests.iter().enumerate() {
         let n = i + 1;
-        if t.name.trim().is_empty() || t.name.chars().count() > 200 || t.name.chars().any(char::is_control) {
-            errs.push(Diagnostic::field("tests", "invalid_test", format!("test {n}: name must be 1-200 characters without control characters")));
+        if t.name.trim().is_empty()
+            || t.name.chars().count() > 200
+            || t.name.chars().any(char::is_control)
+        {
+            errs.push(Diagnostic::field(
+                "tests",
+                "invalid_test",
+                format!("test {n}: name must be 1-200 characters without control characters"),
+            ));
         } else if !names.insert(t.name.as_str()) {
-            errs.push(Diagnostic::field("tests", "duplicate_test", format!("test {n}: another test is already named {:?}", t.name)));
+            errs.push(Diagnostic::field(
+                "tests",
+                "duplicate_test",
+                format!("test {n}: another test is already named {:?}", t.name),
+            ));
         }
         if t.events.is_empty() || t.events.len() > MAX_EVENTS_PER_TEST {
-            errs.push(Diagnostic::field("tests", "invalid_test", format!("test {n}: needs 1 to {MAX_EVENTS_PER_TEST} events")));
+            errs.push(Diagnostic::field(
+                "tests",
+                "invalid_test",
+                format!("test {n}: needs 1 to {MAX_EVENTS_PER_TEST} events"),
+            ));
         }
         for (j, e) in t.events.iter().enumerate() {
             let bad = e.len() > MAX_FIELDS
@@ -287,7 +326,9 @@ pub fn check_tests(tests: &[TestCase], errs: &mut Vec<Diagnostic>) {
                 || e.iter().any(|(k, v)| {
                     k.is_empty()
                         || k.len() > MAX_FIELD_NAME
-                        || !k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@'))
+                        || !k.chars().all(|c| {
+                            c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@')
+                        })
                         || v.len() > MAX_FIELD_VALUE
                         || v.chars().any(|c| c.is_control() && c != '\t')
                 });
@@ -371,7 +412,11 @@ events = [{ EventID = "4624" }]
         assert!(e.to_string().contains("duplicate_test"), "{e}");
         let e = parse_file(&GOOD.replace("Account = ", "\"bad key\" = ")).unwrap_err();
         assert!(e.to_string().contains("test 1 event 1"), "{e}");
-        let e = parse_file(&GOOD.replace("lookback = \"PT1H\"", "lookback = \"PT1H\"\ncron = \"* * * * *\"")).unwrap_err();
+        let e = parse_file(&GOOD.replace(
+            "lookback = \"PT1H\"",
+            "lookback = \"PT1H\"\ncron = \"* * * * *\"",
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("not both"), "{e}");
         let e = parse_file(&GOOD.replace("PT5M", "5 minutes")).unwrap_err();
         assert!(e.to_string().contains("frequency"), "{e}");

@@ -16,12 +16,51 @@ const SYNTAX: Syntax = Syntax {
 
 /// Tabular operators a detection may use after `|`.
 const OPERATORS: &[&str] = &[
-    "as", "consume", "count", "distinct", "evaluate", "extend", "facet", "filter", "find",
-    "fork", "getschema", "invoke", "join", "limit", "lookup", "make-series", "mv-apply",
-    "mv-expand", "order", "parse", "parse-kv", "parse-where", "partition", "project",
-    "project-away", "project-keep", "project-rename", "project-reorder", "range", "reduce",
-    "render", "sample", "sample-distinct", "scan", "search", "serialize", "sort", "summarize",
-    "take", "top", "top-hitters", "top-nested", "union", "where", "extend-schema",
+    "as",
+    "consume",
+    "count",
+    "distinct",
+    "evaluate",
+    "extend",
+    "facet",
+    "filter",
+    "find",
+    "fork",
+    "getschema",
+    "invoke",
+    "join",
+    "limit",
+    "lookup",
+    "make-series",
+    "mv-apply",
+    "mv-expand",
+    "order",
+    "parse",
+    "parse-kv",
+    "parse-where",
+    "partition",
+    "project",
+    "project-away",
+    "project-keep",
+    "project-rename",
+    "project-reorder",
+    "range",
+    "reduce",
+    "render",
+    "sample",
+    "sample-distinct",
+    "scan",
+    "search",
+    "serialize",
+    "sort",
+    "summarize",
+    "take",
+    "top",
+    "top-hitters",
+    "top-nested",
+    "union",
+    "where",
+    "extend-schema",
 ];
 
 /// Plugins (`evaluate <plugin>`) that send data out of the workspace or
@@ -44,8 +83,14 @@ pub(crate) fn check(q: &str, r: &mut Report) {
     }
     // Control commands start with a dot; they change the database.
     for (pos, w) in scan::words(&s.masked, 0) {
-        if w.starts_with('.') && w.len() > 1 && w[1..].starts_with(|c: char| c.is_ascii_alphabetic()) {
-            let line_start = s.masked.get(..pos).map_or(0, |b| b.rfind('\n').map_or(0, |i| i + 1));
+        if w.starts_with('.')
+            && w.len() > 1
+            && w[1..].starts_with(|c: char| c.is_ascii_alphabetic())
+        {
+            let line_start = s
+                .masked
+                .get(..pos)
+                .map_or(0, |b| b.rfind('\n').map_or(0, |i| i + 1));
             let before = s.masked.get(line_start..pos).unwrap_or_default();
             if before.trim().is_empty() || before.trim_end().ends_with(';') {
                 r.error(Diagnostic::at(
@@ -86,7 +131,12 @@ pub(crate) fn check(q: &str, r: &mut Report) {
             (*off, *stage)
         };
         let Some((wpos, word)) = scan::first_word(text, at) else {
-            r.error(Diagnostic::at(q, at, "empty_stage", "empty pipeline stage after `|`"));
+            r.error(Diagnostic::at(
+                q,
+                at,
+                "empty_stage",
+                "empty pipeline stage after `|`",
+            ));
             continue;
         };
         let is_source = n == 0 || *off < body_start;
@@ -100,12 +150,19 @@ pub(crate) fn check(q: &str, r: &mut Report) {
                 q,
                 wpos,
                 "unknown_command",
-                format!("`{}` is not a known KQL operator", crate::truncate(word, 40)),
+                format!(
+                    "`{}` is not a known KQL operator",
+                    crate::truncate(word, 40)
+                ),
             ));
             continue;
         }
         if op == "evaluate" {
-            let plugin = text.trim_start().get("evaluate".len()..).unwrap_or_default().trim_start();
+            let plugin = text
+                .trim_start()
+                .get("evaluate".len()..)
+                .unwrap_or_default()
+                .trim_start();
             let name: String = plugin
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -153,12 +210,19 @@ fn source(q: &str, wpos: usize, word: &str, text: &str, r: &mut Report) {
         wide(q, wpos, &lower, text, r);
         return;
     }
-    if matches!(lower.as_str(), "print" | "datatable" | "range" | "let" | "materialize" | "view") {
+    if matches!(
+        lower.as_str(),
+        "print" | "datatable" | "range" | "let" | "materialize" | "view"
+    ) {
         return;
     }
-    let ok = word
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '(' | ')' | '\'' | '"' | '[' | ']' | ' ' | ':'));
+    let ok = word.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                '_' | '-' | '.' | '(' | ')' | '\'' | '"' | '[' | ']' | ' ' | ':'
+            )
+    });
     if !ok || word.starts_with(|c: char| c.is_ascii_digit()) {
         r.error(Diagnostic::at(
             q,
@@ -175,8 +239,15 @@ fn source(q: &str, wpos: usize, word: &str, text: &str, r: &mut Report) {
 /// `union *` / `search *` read every table in the workspace.
 fn wide(q: &str, wpos: usize, op: &str, text: &str, r: &mut Report) {
     let rest = text.trim_start().get(op.len()..).unwrap_or_default();
-    let mut args = rest.split([',', ' ', '\n', '\t']).filter(|w| !w.is_empty() && !w.contains('='));
-    if op == "union" && args.any(|a| a == "*" || a.starts_with('*')) || op != "union" && !rest.contains(" in ") && !rest.contains("in(") && !rest.contains("in (") {
+    let mut args = rest
+        .split([',', ' ', '\n', '\t'])
+        .filter(|w| !w.is_empty() && !w.contains('='));
+    if op == "union" && args.any(|a| a == "*" || a.starts_with('*'))
+        || op != "union"
+            && !rest.contains(" in ")
+            && !rest.contains("in(")
+            && !rest.contains("in (")
+    {
         r.warn(Diagnostic::at(
             q,
             wpos,
@@ -190,7 +261,10 @@ fn wide(q: &str, wpos: usize, op: &str, text: &str, r: &mut Report) {
 /// mistake carried over from SPL, and costly with `contains`.
 fn contains_wildcards(q: &str, lits: &[scan::Literal], r: &mut Report) {
     for l in lits {
-        if l.body.starts_with('*') && l.body.len() > 1 && !r.warnings.iter().any(|w| w.code == "literal_wildcard") {
+        if l.body.starts_with('*')
+            && l.body.len() > 1
+            && !r.warnings.iter().any(|w| w.code == "literal_wildcard")
+        {
             r.warn(Diagnostic::at(
                 q,
                 l.start,

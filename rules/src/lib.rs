@@ -33,10 +33,10 @@ pub use file::{
     canonical_schedule, check_tests, parse_file, to_file,
 };
 pub use mitre::valid_technique;
-pub use testfilter::test_filter;
 pub use schedule::{
     Schedule, elastic_from, elastic_interval, iso8601_duration, schedule_from_native,
 };
+pub use testfilter::test_filter;
 
 /// Longest query accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;
@@ -131,7 +131,10 @@ impl Language {
             (kind, self),
             (SiemKind::Splunk, Language::Spl)
                 | (SiemKind::Sentinel, Language::Kql)
-                | (SiemKind::Elastic, Language::Kuery | Language::Eql | Language::Esql)
+                | (
+                    SiemKind::Elastic,
+                    Language::Kuery | Language::Eql | Language::Esql
+                )
         )
     }
 }
@@ -213,10 +216,7 @@ pub fn validate_query(language: Language, query: &str) -> Report {
         r.error(Diagnostic::field(
             "query",
             "query_too_long",
-            format!(
-                "query is {} bytes; at most {MAX_QUERY_BYTES}",
-                query.len()
-            ),
+            format!("query is {} bytes; at most {MAX_QUERY_BYTES}", query.len()),
         ));
         return r;
     }

@@ -11,7 +11,10 @@ use picket_rules::{Diagnostic, FileError, MAX_FILE_BYTES, RuleDraft, parse_file,
 
 fn print(file: &str, level: &str, d: &Diagnostic) {
     match (d.line, d.column) {
-        (Some(l), Some(c)) => println!("{file}:{l}:{c}: {level} {}: [{}] {}", d.code, d.field, d.message),
+        (Some(l), Some(c)) => println!(
+            "{file}:{l}:{c}: {level} {}: [{}] {}",
+            d.code, d.field, d.message
+        ),
         _ => println!("{file}: {level} {}: [{}] {}", d.code, d.field, d.message),
     }
 }
@@ -53,9 +56,17 @@ fn check(path: &str) -> bool {
         mitre: &f.mitre,
     });
     let ok = report.errors.is_empty()
-        && matches!(f.severity.as_str(), "info" | "low" | "medium" | "high" | "critical");
-    if !matches!(f.severity.as_str(), "info" | "low" | "medium" | "high" | "critical") {
-        println!("{path}: error invalid_field: [severity] severity must be info, low, medium, high or critical");
+        && matches!(
+            f.severity.as_str(),
+            "info" | "low" | "medium" | "high" | "critical"
+        );
+    if !matches!(
+        f.severity.as_str(),
+        "info" | "low" | "medium" | "high" | "critical"
+    ) {
+        println!(
+            "{path}: error invalid_field: [severity] severity must be info, low, medium, high or critical"
+        );
     }
     for d in &report.errors {
         print(path, "error", d);
@@ -80,5 +91,9 @@ fn main() -> ExitCode {
     for f in files {
         ok &= check(f);
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

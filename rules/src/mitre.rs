@@ -21,7 +21,17 @@ mod tests {
         for ok in ["T1059", "T1059.001", "T0001"] {
             assert!(valid_technique(ok), "{ok}");
         }
-        for bad in ["t1059", "T105", "T10590", "T1059.01", "T1059-001", "T1059.0011", "TA0001", "", "T1059.00a"] {
+        for bad in [
+            "t1059",
+            "T105",
+            "T10590",
+            "T1059.01",
+            "T1059-001",
+            "T1059.0011",
+            "TA0001",
+            "",
+            "T1059.00a",
+        ] {
             assert!(!valid_technique(bad), "{bad}");
         }
     }

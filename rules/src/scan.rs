@@ -86,7 +86,12 @@ pub(crate) fn scan(q: &str, syn: Syntax, r: &mut Report) -> Scanned {
                     i = end + 3;
                 }
                 None => {
-                    r.error(Diagnostic::at(q, i, "unterminated_comment", "comment opened with ``` is never closed"));
+                    r.error(Diagnostic::at(
+                        q,
+                        i,
+                        "unterminated_comment",
+                        "comment opened with ``` is never closed",
+                    ));
                     blank(&mut out, &b[i..]);
                     i = b.len();
                 }
@@ -106,7 +111,12 @@ pub(crate) fn scan(q: &str, syn: Syntax, r: &mut Report) -> Scanned {
                     i = end + 2;
                 }
                 None => {
-                    r.error(Diagnostic::at(q, i, "unterminated_comment", "comment opened with /* is never closed"));
+                    r.error(Diagnostic::at(
+                        q,
+                        i,
+                        "unterminated_comment",
+                        "comment opened with /* is never closed",
+                    ));
                     blank(&mut out, &b[i..]);
                     i = b.len();
                 }
@@ -211,7 +221,8 @@ pub(crate) fn scan(q: &str, syn: Syntax, r: &mut Report) -> Scanned {
     }
     // Masking replaces whole multi-byte sequences inside strings/comments with
     // spaces and copies everything else verbatim, so this is still UTF-8.
-    s.masked = String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    s.masked = String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     s
 }
 
@@ -292,7 +303,11 @@ mod tests {
         let mut r = Report::default();
         scan("(a]", SPL, &mut r);
         assert_eq!(r.errors[0].column, Some(3));
-        assert!(r.errors[0].message.contains("line 1 column 1"), "{:?}", r.errors);
+        assert!(
+            r.errors[0].message.contains("line 1 column 1"),
+            "{:?}",
+            r.errors
+        );
 
         let mut r = Report::default();
         scan("x ( y", SPL, &mut r);

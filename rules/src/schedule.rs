@@ -57,7 +57,10 @@ pub(crate) fn validate(kind: SiemKind, s: &Schedule) -> Report {
         Lookback::Secs(n) if n > LONG_WINDOW => r.warn(Diagnostic::field(
             "earliest",
             "long_window",
-            format!("a {}-day window is searched on every run; is that needed?", n / DAY),
+            format!(
+                "a {}-day window is searched on every run; is that needed?",
+                n / DAY
+            ),
         )),
         _ => {}
     }
@@ -106,12 +109,18 @@ pub(crate) fn validate(kind: SiemKind, s: &Schedule) -> Report {
         ));
     }
     if kind == SiemKind::Sentinel {
-        for (field, v, what) in [("cron", p, "queryFrequency"), ("earliest", l, "queryPeriod")] {
+        for (field, v, what) in [
+            ("cron", p, "queryFrequency"),
+            ("earliest", l, "queryPeriod"),
+        ] {
             if !(SENTINEL_MIN..=SENTINEL_MAX).contains(&v) {
                 r.error(Diagnostic::field(
                     field,
                     "invalid_schedule",
-                    format!("Sentinel's {what} must be from PT5M to P14D; this is {}", iso(v)),
+                    format!(
+                        "Sentinel's {what} must be from PT5M to P14D; this is {}",
+                        iso(v)
+                    ),
                 ));
             }
         }
@@ -160,7 +169,10 @@ fn cron(value: &str) -> Result<(), String> {
             if let Some(s) = step
                 && !s.parse::<u32>().is_ok_and(|n| n >= 1 && n <= hi.max(1))
             {
-                return Err(format!("cron {name} field: bad step {:?}", crate::truncate(s, 10)));
+                return Err(format!(
+                    "cron {name} field: bad step {:?}",
+                    crate::truncate(s, 10)
+                ));
             }
             if range == "*" {
                 continue;
@@ -241,7 +253,11 @@ fn splunk_time(field: &str, v: &str) -> Result<Lookback, String> {
         return Ok(Lookback::Other);
     }
     let (rel, snap) = v.split_once('@').unwrap_or((v, ""));
-    if !snap.is_empty() && !snap.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '+') {
+    if !snap.is_empty()
+        && !snap
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '+')
+    {
         return Err(bad());
     }
     if rel.is_empty() {
@@ -250,9 +266,15 @@ fn splunk_time(field: &str, v: &str) -> Result<Lookback, String> {
     let Some(rest) = rel.strip_prefix('-').or_else(|| rel.strip_prefix('+')) else {
         return Err(bad());
     };
-    let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let split = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let (digits, unit) = rest.split_at(split);
-    let n: u64 = if digits.is_empty() { 1 } else { digits.parse().map_err(|_| bad())? };
+    let n: u64 = if digits.is_empty() {
+        1
+    } else {
+        digits.parse().map_err(|_| bad())?
+    };
     let unit_secs = match unit {
         "s" | "sec" | "secs" | "second" | "seconds" => 1,
         "m" | "min" | "mins" | "minute" | "minutes" => MINUTE,
@@ -276,8 +298,15 @@ fn splunk_time(field: &str, v: &str) -> Result<Lookback, String> {
 /// # Errors
 /// A message naming what is wrong.
 pub fn iso8601_duration(s: &str) -> Result<u64, String> {
-    let bad = |why: &str| format!("{:?} is not an ISO 8601 duration like PT5M, PT1H or P1D: {why}", crate::truncate(s, 32));
-    let body = s.strip_prefix('P').ok_or_else(|| bad("it must start with P"))?;
+    let bad = |why: &str| {
+        format!(
+            "{:?} is not an ISO 8601 duration like PT5M, PT1H or P1D: {why}",
+            crate::truncate(s, 32)
+        )
+    };
+    let body = s
+        .strip_prefix('P')
+        .ok_or_else(|| bad("it must start with P"))?;
     if body.is_empty() || body == "T" {
         return Err(bad("it has no value"));
     }
@@ -325,7 +354,12 @@ pub fn iso8601_duration(s: &str) -> Result<u64, String> {
 }
 
 fn unit_duration(s: &str, what: &str) -> Result<u64, String> {
-    let bad = || format!("{what} {:?} must be a number and a unit (s, m, h, d), like 5m", crate::truncate(s, 32));
+    let bad = || {
+        format!(
+            "{what} {:?} must be a number and a unit (s, m, h, d), like 5m",
+            crate::truncate(s, 32)
+        )
+    };
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().map_err(|_| bad())?;
@@ -355,9 +389,12 @@ pub fn elastic_interval(s: &str) -> Result<u64, String> {
 /// # Errors
 /// A message naming what is wrong.
 pub fn elastic_from(s: &str) -> Result<u64, String> {
-    let rest = s
-        .strip_prefix("now-")
-        .ok_or_else(|| format!("from {:?} must be date math like now-6m", crate::truncate(s, 32)))?;
+    let rest = s.strip_prefix("now-").ok_or_else(|| {
+        format!(
+            "from {:?} must be date math like now-6m",
+            crate::truncate(s, 32)
+        )
+    })?;
     unit_duration(rest, "from")
 }
 
@@ -367,7 +404,11 @@ pub fn elastic_from(s: &str) -> Result<u64, String> {
 /// # Errors
 /// Diagnostics naming `frequency` or `lookback`; Splunk has no native form
 /// other than cron.
-pub fn schedule_from_native(kind: SiemKind, frequency: &str, lookback: &str) -> Result<Schedule, Vec<Diagnostic>> {
+pub fn schedule_from_native(
+    kind: SiemKind,
+    frequency: &str,
+    lookback: &str,
+) -> Result<Schedule, Vec<Diagnostic>> {
     let (f, l) = match kind {
         SiemKind::Sentinel => (iso8601_duration(frequency), iso8601_duration(lookback)),
         SiemKind::Elastic => (elastic_interval(frequency), elastic_from(lookback)),
@@ -381,7 +422,11 @@ pub fn schedule_from_native(kind: SiemKind, frequency: &str, lookback: &str) -> 
     };
     let mut errs = Vec::new();
     if let Err(m) = &f {
-        errs.push(Diagnostic::field("frequency", "invalid_schedule", m.clone()));
+        errs.push(Diagnostic::field(
+            "frequency",
+            "invalid_schedule",
+            m.clone(),
+        ));
     }
     if let Err(m) = &l {
         errs.push(Diagnostic::field("lookback", "invalid_schedule", m.clone()));
@@ -409,7 +454,9 @@ pub fn schedule_from_native(kind: SiemKind, frequency: &str, lookback: &str) -> 
         return Err(vec![Diagnostic::field(
             "frequency",
             "invalid_schedule",
-            format!("a frequency of {f} s cannot be scheduled: use whole minutes under an hour, whole hours, or whole days up to 31"),
+            format!(
+                "a frequency of {f} s cannot be scheduled: use whole minutes under an hour, whole hours, or whole days up to 31"
+            ),
         )]);
     }
     let earliest = if l % DAY == 0 {
@@ -489,8 +536,16 @@ mod tests {
 
     #[test]
     fn canonical_checks_per_kind() {
-        assert!(validate(SiemKind::Splunk, &sched("*/5 * * * *", "-5m", "now")).errors.is_empty());
-        assert!(validate(SiemKind::Splunk, &sched("15 3 * * 1-5", "-1d@d", "@d")).errors.is_empty());
+        assert!(
+            validate(SiemKind::Splunk, &sched("*/5 * * * *", "-5m", "now"))
+                .errors
+                .is_empty()
+        );
+        assert!(
+            validate(SiemKind::Splunk, &sched("15 3 * * 1-5", "-1d@d", "@d"))
+                .errors
+                .is_empty()
+        );
         let r = validate(SiemKind::Splunk, &sched("*/5 * * *", "-5m", "now"));
         assert_eq!(r.errors[0].field, "cron");
         let r = validate(SiemKind::Splunk, &sched("*/5 * * * *", "yesterday", "now"));
@@ -505,9 +560,16 @@ mod tests {
         let r = validate(SiemKind::Sentinel, &sched("*/1 * * * *", "-1m", "now"));
         assert!(r.errors[0].message.contains("PT5M to P14D"), "{r:?}");
         let r = validate(SiemKind::Sentinel, &sched("*/5 * * * *", "-30d", "now"));
-        assert!(r.errors.iter().any(|e| e.message.contains("queryPeriod")), "{r:?}");
+        assert!(
+            r.errors.iter().any(|e| e.message.contains("queryPeriod")),
+            "{r:?}"
+        );
         let r = validate(SiemKind::Elastic, &sched("*/5 * * * *", "-5m", "-1m"));
         assert_eq!(r.errors[0].field, "latest");
-        assert!(validate(SiemKind::Elastic, &sched("*/1 * * * *", "-2m", "now")).errors.is_empty());
+        assert!(
+            validate(SiemKind::Elastic, &sched("*/1 * * * *", "-2m", "now"))
+                .errors
+                .is_empty()
+        );
     }
 }

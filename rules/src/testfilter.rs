@@ -98,7 +98,10 @@ fn spl(query: &str) -> Result<String, String> {
 
 fn kql(query: &str) -> Result<String, String> {
     // Drop `let` statements: tests count on the final tabular expression.
-    let body = query.rsplit(';').find(|s| !s.trim().is_empty()).unwrap_or(query);
+    let body = query
+        .rsplit(';')
+        .find(|s| !s.trim().is_empty())
+        .unwrap_or(query);
     let stages = top_level_stages(body);
     let mut preds = Vec::new();
     for (n, stage) in stages.iter().enumerate() {
@@ -110,7 +113,10 @@ fn kql(query: &str) -> Result<String, String> {
             }
             continue;
         }
-        if let Some(p) = s.strip_prefix("where ").or_else(|| s.strip_prefix("filter ")) {
+        if let Some(p) = s
+            .strip_prefix("where ")
+            .or_else(|| s.strip_prefix("filter "))
+        {
             preds.push(p.trim().to_owned());
         }
     }
@@ -140,7 +146,11 @@ mod tests {
             Ok("EventID == \"4625\" and Account == \"alice\"")
         );
         assert_eq!(
-            test_filter(Language::Kql, "EventID == \"4625\" and Account == \"alice\"").as_deref(),
+            test_filter(
+                Language::Kql,
+                "EventID == \"4625\" and Account == \"alice\""
+            )
+            .as_deref(),
             Ok("EventID == \"4625\" and Account == \"alice\"")
         );
         assert!(test_filter(Language::Kql, "SecurityEvent | take 5").is_err());
@@ -148,7 +158,10 @@ mod tests {
 
     #[test]
     fn elastic() {
-        assert_eq!(test_filter(Language::Kuery, " event.code:4625 ").as_deref(), Ok("event.code:4625"));
+        assert_eq!(
+            test_filter(Language::Kuery, " event.code:4625 ").as_deref(),
+            Ok("event.code:4625")
+        );
         assert!(test_filter(Language::Eql, "process where true").is_err());
     }
 }

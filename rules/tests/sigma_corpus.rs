@@ -28,7 +28,11 @@ fn yml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_sigma_technique_tag_is_a_valid_mitre_tag() {
     let root = corpus();
-    assert!(root.is_dir(), "the Sigma corpus is not at {}", root.display());
+    assert!(
+        root.is_dir(),
+        "the Sigma corpus is not at {}",
+        root.display()
+    );
     let mut files = Vec::new();
     yml_files(&root, &mut files);
     assert!(files.len() > 1000, "only {} rule files found", files.len());
@@ -42,17 +46,30 @@ fn every_sigma_technique_tag_is_a_valid_mitre_tag() {
             let tag = tag.trim();
             let upper = tag.to_ascii_uppercase();
             let is_technique = tag.starts_with('t')
-                && tag.get(1..2).is_some_and(|c| c.chars().all(|c| c.is_ascii_digit()));
+                && tag
+                    .get(1..2)
+                    .is_some_and(|c| c.chars().all(|c| c.is_ascii_digit()));
             if is_technique {
                 techniques += 1;
-                assert!(picket_rules::valid_technique(&upper), "{}: {tag}", f.display());
+                assert!(
+                    picket_rules::valid_technique(&upper),
+                    "{}: {tag}",
+                    f.display()
+                );
             } else {
                 others += 1;
-                assert!(!picket_rules::valid_technique(&upper), "{}: {tag} accepted", f.display());
+                assert!(
+                    !picket_rules::valid_technique(&upper),
+                    "{}: {tag} accepted",
+                    f.display()
+                );
             }
         }
     }
-    println!("{} files: {techniques} technique tags valid, {others} tactic/other tags refused", files.len());
+    println!(
+        "{} files: {techniques} technique tags valid, {others} tactic/other tags refused",
+        files.len()
+    );
     assert!(techniques > 1000, "{techniques}");
     assert!(others > 100, "{others}");
 }

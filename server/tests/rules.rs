@@ -19,7 +19,11 @@ fn codes(details: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn send_toml(s: &support::TestApp, token: &str, body: impl Into<reqwest::Body>) -> support::Answer {
+async fn send_toml(
+    s: &support::TestApp,
+    token: &str,
+    body: impl Into<reqwest::Body>,
+) -> support::Answer {
     let resp = s
         .http
         .post(s.url("/v1/rules/import"))
@@ -43,7 +47,9 @@ async fn send_toml(s: &support::TestApp, token: &str, body: impl Into<reqwest::B
 #[tokio::test]
 async fn invalid_rules_are_refused_with_every_finding_and_its_position() {
     let s = app().start().await;
-    let admin = s.register("/v1/auth/claim", "Acme", "admin@acme.test").await;
+    let admin = s
+        .register("/v1/auth/claim", "Acme", "admin@acme.test")
+        .await;
 
     // A refused command on line 2, column 3.
     let mut body = support::rule_body("Deletes");
@@ -54,7 +60,11 @@ async fn invalid_rules_are_refused_with_every_finding_and_its_position() {
     let d = &a.body["error"]["details"][0];
     assert_eq!(d["field"], "query");
     assert_eq!(d["code"], "refused_command");
-    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(2), Some(3)), "{d}");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(2), Some(3)),
+        "{d}"
+    );
     assert!(d["message"].as_str().unwrap().contains("delete"), "{d}");
 
     // Several findings at once: a quote never closed, a bad ATT&CK tag, a bad cron.
@@ -72,7 +82,10 @@ async fn invalid_rules_are_refused_with_every_finding_and_its_position() {
     );
     assert_eq!(details[0]["line"], 1);
     assert_eq!(details[0]["column"], 17);
-    assert!(details[2]["message"].as_str().unwrap().contains("tag 2"), "{details}");
+    assert!(
+        details[2]["message"].as_str().unwrap().contains("tag 2"),
+        "{details}"
+    );
 
     // Sentinel: KQL control commands are refused, and Sentinel's schedule bounds apply.
     let a = s
@@ -86,7 +99,10 @@ async fn invalid_rules_are_refused_with_every_finding_and_its_position() {
         .await;
     assert_eq!(a.status, 422, "{}", a.text);
     let details = &a.body["error"]["details"];
-    assert!(codes(details).contains(&"refused_command".to_owned()), "{details}");
+    assert!(
+        codes(details).contains(&"refused_command".to_owned()),
+        "{details}"
+    );
     let a = s
         .post(
             "/v1/rules",
@@ -130,7 +146,9 @@ async fn invalid_rules_are_refused_with_every_finding_and_its_position() {
 #[tokio::test]
 async fn warnings_are_kept_with_the_saved_version() {
     let s = app().start().await;
-    let admin = s.register("/v1/auth/claim", "Acme", "admin@acme.test").await;
+    let admin = s
+        .register("/v1/auth/claim", "Acme", "admin@acme.test")
+        .await;
     let mut body = support::rule_body("Costly");
     body["query"] = json!("index=* user=*admin | stats count by host");
     body["earliest"] = json!("0");
@@ -152,7 +170,9 @@ async fn warnings_are_kept_with_the_saved_version() {
 #[tokio::test]
 async fn rules_for_each_siem_keep_kind_language_tags_and_schedule() {
     let s = app().start().await;
-    let admin = s.register("/v1/auth/claim", "Acme", "admin@acme.test").await;
+    let admin = s
+        .register("/v1/auth/claim", "Acme", "admin@acme.test")
+        .await;
     let a = s
         .post(
             "/v1/rules",
@@ -194,35 +214,61 @@ async fn rules_for_each_siem_keep_kind_language_tags_and_schedule() {
         .await;
     assert_eq!(a.status, 201, "{}", a.text);
     let v = &a.body["versions"][0];
-    assert_eq!((v["language"].as_str(), v["cron"].as_str(), v["earliest"].as_str()), (Some("eql"), Some("*/10 * * * *"), Some("-15m")));
+    assert_eq!(
+        (
+            v["language"].as_str(),
+            v["cron"].as_str(),
+            v["earliest"].as_str()
+        ),
+        (Some("eql"), Some("*/10 * * * *"), Some("-15m"))
+    );
 }
 
 #[tokio::test]
 async fn any_two_versions_can_be_diffed() {
     let s = app().start().await;
-    let admin = s.register("/v1/auth/claim", "Acme", "admin@acme.test").await;
+    let admin = s
+        .register("/v1/auth/claim", "Acme", "admin@acme.test")
+        .await;
     let mut body = support::rule_body("Brute force");
     body["query"] = json!("index=main sourcetype=auth\n| stats count by user\n| where count > 5");
     let a = s.post("/v1/rules", Some(&admin), body.clone()).await;
     assert_eq!(a.status, 201, "{}", a.text);
     let id = a.body["id"].as_str().unwrap().to_owned();
-    body["query"] = json!("index=main sourcetype=auth action=failure\n| stats count by user\n| where count > 10");
+    body["query"] = json!(
+        "index=main sourcetype=auth action=failure\n| stats count by user\n| where count > 10"
+    );
     body["severity"] = json!("critical");
     body["mitre"] = json!(["T1110"]);
-    let a = s.post(&format!("/v1/rules/{id}/versions"), Some(&admin), body.clone()).await;
+    let a = s
+        .post(
+            &format!("/v1/rules/{id}/versions"),
+            Some(&admin),
+            body.clone(),
+        )
+        .await;
     assert_eq!(a.status, 201, "{}", a.text);
     assert_eq!(a.body["version"], 2);
     body["title"] = json!("Brute force (renamed)");
-    let a = s.post(&format!("/v1/rules/{id}/versions"), Some(&admin), body).await;
+    let a = s
+        .post(&format!("/v1/rules/{id}/versions"), Some(&admin), body)
+        .await;
     assert_eq!(a.body["version"], 3);
 
-    let a = s.get(&format!("/v1/rules/{id}/diff?from=1&to=2"), &admin).await;
+    let a = s
+        .get(&format!("/v1/rules/{id}/diff?from=1&to=2"), &admin)
+        .await;
     assert_eq!(a.status, 200, "{}", a.text);
     let lines: Vec<(String, String)> = a.body["query"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["op"].as_str().unwrap().to_owned(), l["text"].as_str().unwrap().to_owned()))
+        .map(|l| {
+            (
+                l["op"].as_str().unwrap().to_owned(),
+                l["text"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let want: Vec<(String, String)> = [
         ("delete", "index=main sourcetype=auth"),
@@ -248,23 +294,48 @@ async fn any_two_versions_can_be_diffed() {
     assert_eq!(fields, ["severity", "mitre"]);
     assert_eq!(a.body["metadata"][0]["from"], "high");
     assert_eq!(a.body["metadata"][0]["to"], "critical");
-    assert!(a.body["unified"].as_str().unwrap().contains("+index=main sourcetype=auth action=failure"));
+    assert!(
+        a.body["unified"]
+            .as_str()
+            .unwrap()
+            .contains("+index=main sourcetype=auth action=failure")
+    );
 
     // Any two, either way round; the default is the latest against the one before.
-    let a = s.get(&format!("/v1/rules/{id}/diff?from=3&to=1"), &admin).await;
+    let a = s
+        .get(&format!("/v1/rules/{id}/diff?from=3&to=1"), &admin)
+        .await;
     assert_eq!(a.status, 200);
-    assert_eq!(a.body["metadata"].as_array().unwrap().len(), 3, "{}", a.text);
+    assert_eq!(
+        a.body["metadata"].as_array().unwrap().len(),
+        3,
+        "{}",
+        a.text
+    );
     let a = s.get(&format!("/v1/rules/{id}/diff"), &admin).await;
-    assert_eq!((a.body["from"].as_i64(), a.body["to"].as_i64()), (Some(2), Some(3)));
-    assert!(a.body["query"].as_array().unwrap().iter().all(|l| l["op"] == "equal"));
-    let a = s.get(&format!("/v1/rules/{id}/diff?from=1&to=9"), &admin).await;
+    assert_eq!(
+        (a.body["from"].as_i64(), a.body["to"].as_i64()),
+        (Some(2), Some(3))
+    );
+    assert!(
+        a.body["query"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["op"] == "equal")
+    );
+    let a = s
+        .get(&format!("/v1/rules/{id}/diff?from=1&to=9"), &admin)
+        .await;
     assert_eq!(a.status, 404);
 }
 
 #[tokio::test]
 async fn rules_round_trip_as_files_and_hostile_files_are_refused() {
     let s = app().start().await;
-    let admin = s.register("/v1/auth/claim", "Acme", "admin@acme.test").await;
+    let admin = s
+        .register("/v1/auth/claim", "Acme", "admin@acme.test")
+        .await;
     let mut body = support::rule_body("Brute force");
     body["query"] = json!("EventCode=4625 user=alice");
     body["mitre"] = json!(["T1110.001"]);
@@ -278,7 +349,12 @@ async fn rules_round_trip_as_files_and_hostile_files_are_refused() {
 
     let a = s.get(&format!("/v1/rules/{id}/export"), &admin).await;
     assert_eq!(a.status, 200, "{}", a.text);
-    assert!(a.headers["content-type"].to_str().unwrap().starts_with("application/toml"));
+    assert!(
+        a.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/toml")
+    );
     let file = a.text.clone();
     assert!(file.contains(&format!("id = \"{id}\"")), "{file}");
     assert!(file.contains("[[tests]]"), "{file}");
@@ -295,11 +371,16 @@ async fn rules_round_trip_as_files_and_hostile_files_are_refused() {
     assert_eq!(a.status, 201, "{}", a.text);
     assert_eq!(a.body["outcome"], "new_version");
     assert_eq!(a.body["version"]["version"], 2);
-    assert_eq!(a.body["version"]["query"], "EventCode=4625 user=alice action=failure");
+    assert_eq!(
+        a.body["version"]["query"],
+        "EventCode=4625 user=alice action=failure"
+    );
     assert_eq!(a.body["version"]["tests"].as_array().unwrap().len(), 2);
     assert_eq!(a.body["version"]["mitre"], json!(["T1110.001"]));
     // Exporting version 2 gives back exactly the imported file.
-    let a = s.get(&format!("/v1/rules/{id}/export?version=2"), &admin).await;
+    let a = s
+        .get(&format!("/v1/rules/{id}/export?version=2"), &admin)
+        .await;
     assert_eq!(a.text, edited);
 
     // Without an id it is a new rule.
@@ -315,7 +396,12 @@ async fn rules_round_trip_as_files_and_hostile_files_are_refused() {
 
     // Hostile or broken files: each refused with a precise answer.
     let a = send_toml(&s, &admin, vec![b'#'; 300 * 1024]).await;
-    assert_eq!((a.status, a.body["error"]["code"].as_str()), (400, Some("body_too_large")), "{}", a.text);
+    assert_eq!(
+        (a.status, a.body["error"]["code"].as_str()),
+        (400, Some("body_too_large")),
+        "{}",
+        a.text
+    );
     let a = send_toml(&s, &admin, vec![0xff, 0xfe, 0x00]).await;
     assert_eq!(a.status, 400, "{}", a.text);
     assert!(a.text.contains("UTF-8"), "{}", a.text);
@@ -326,15 +412,32 @@ async fn rules_round_trip_as_files_and_hostile_files_are_refused() {
     let a = send_toml(&s, &admin, "format = 1\nname = \"x").await;
     assert_eq!(a.status, 400, "{}", a.text);
     assert!(a.text.contains("line 2"), "{}", a.text);
-    let a = send_toml(&s, &admin, no_id.replace("EventCode=4625 user=alice", "EventCode=4625 | collect index=x")).await;
+    let a = send_toml(
+        &s,
+        &admin,
+        no_id.replace(
+            "EventCode=4625 user=alice",
+            "EventCode=4625 | collect index=x",
+        ),
+    )
+    .await;
     assert_eq!(a.status, 422, "{}", a.text);
     assert_eq!(codes(&a.body["error"]["details"]), ["refused_command"]);
     let a = send_toml(&s, &admin, no_id.replace("format = 1", "format = 2")).await;
     assert_eq!(a.status, 422, "{}", a.text);
-    let a = send_toml(&s, &admin, file.replace(&id, "0190aaaa-0000-7000-8000-000000000000")).await;
+    let a = send_toml(
+        &s,
+        &admin,
+        file.replace(&id, "0190aaaa-0000-7000-8000-000000000000"),
+    )
+    .await;
     assert_eq!(a.status, 404, "{}", a.text);
     let many_tests: String = (0..60)
-        .map(|i| format!("\n[[tests]]\nname = \"t{i}\"\nexpect = \"match\"\nevents = [{{ a = \"b\" }}]\n"))
+        .map(|i| {
+            format!(
+                "\n[[tests]]\nname = \"t{i}\"\nexpect = \"match\"\nevents = [{{ a = \"b\" }}]\n"
+            )
+        })
         .collect();
     let a = send_toml(&s, &admin, format!("{no_id}{many_tests}")).await;
     assert_eq!(a.status, 422, "{}", a.text);

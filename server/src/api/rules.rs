@@ -30,7 +30,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/rules/{id}/versions", post(add_version))
         .route("/v1/rules/{id}/diff", get(diff))
         .route("/v1/rules/{id}/export", get(export))
-        .route("/v1/rules/{id}/test-runs", post(start_test_run).get(test_runs))
+        .route(
+            "/v1/rules/{id}/test-runs",
+            post(start_test_run).get(test_runs),
+        )
 }
 
 /// Rule content: every save creates a new immutable version.
@@ -98,10 +101,7 @@ impl RuleRequest {
         )
         .map_err(|details| ApiError::Unprocessable {
             code: "invalid_rule",
-            message: details
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
+            message: details.first().map(ToString::to_string).unwrap_or_default(),
             details,
         })?;
         Ok(RuleContent {
@@ -362,7 +362,10 @@ pub async fn import(
     let text = std::str::from_utf8(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_rule_file",
-            format!("a rule file must be UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+            format!(
+                "a rule file must be UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
         )
     })?;
     let (outcome, r, v, warnings) = rules::import(&state.db, &user, text).await?;

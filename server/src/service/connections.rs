@@ -556,7 +556,10 @@ pub async fn set_splunk_hec(
     if kind_of(&c) != Some(SiemKind::Splunk) {
         return Err(ApiError::conflict(
             "not_splunk",
-            format!("connection {} is {}; HEC is for Splunk connections", c.name, c.kind),
+            format!(
+                "connection {} is {}; HEC is for Splunk connections",
+                c.name, c.kind
+            ),
         ));
     }
     let (key, version) = tenant_key(&txn, &state.keys, admin.tenant_id).await?;
@@ -591,9 +594,11 @@ fn splunk_hec(
     key: &TenantKey,
     c: &siem_connection::Model,
 ) -> ApiResult<Option<picket_proto::SplunkHec>> {
-    let (Some(settings), Some(ct), Some(version)) =
-        (c.settings.as_deref(), c.hec_credential.as_deref(), c.hec_key_version)
-    else {
+    let (Some(settings), Some(ct), Some(version)) = (
+        c.settings.as_deref(),
+        c.hec_credential.as_deref(),
+        c.hec_key_version,
+    ) else {
         return Ok(None);
     };
     let s: SplunkHecStored = serde_json::from_str(settings)
@@ -605,9 +610,11 @@ fn splunk_hec(
             u32::try_from(version).unwrap_or(0),
             ct,
         )
-        .map_err(|e| anyhow::anyhow!("HEC token of connection {} cannot be decrypted: {e}", c.id))?;
-    let token = String::from_utf8(pt.to_vec())
-        .map_err(|_| anyhow::anyhow!("HEC token is not UTF-8"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("HEC token of connection {} cannot be decrypted: {e}", c.id)
+        })?;
+    let token =
+        String::from_utf8(pt.to_vec()).map_err(|_| anyhow::anyhow!("HEC token is not UTF-8"))?;
     Ok(Some(picket_proto::SplunkHec {
         url: s.hec_url,
         token: Credential::new(token),

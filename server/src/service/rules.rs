@@ -11,8 +11,8 @@ use picket_proto::Severity;
 use picket_rules::{Diagnostic, Language, Report, RuleDraft, Schedule, SiemKind, TestCase};
 use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _, Set,
-    TransactionTrait as _,
+    DatabaseTransaction, EntityTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _,
+    Set, TransactionTrait as _,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -158,10 +158,11 @@ async fn create_in(
     let v = insert_version(txn, &r, 1, me.id, c, language, &warnings).await?;
     audit::record(
         txn,
-        me.event("rule.create", "rule", r.id).details(serde_json::json!({
-            "version": 1, "siem_kind": kind.as_str(), "language": language.as_str(),
-            "warnings": warnings.len(),
-        })),
+        me.event("rule.create", "rule", r.id)
+            .details(serde_json::json!({
+                "version": 1, "siem_kind": kind.as_str(), "language": language.as_str(),
+                "warnings": warnings.len(),
+            })),
     )
     .await?;
     Ok((r, v))
@@ -352,7 +353,14 @@ fn metadata(v: &rule_version::Model) -> Vec<(&'static str, String)> {
             "tests",
             version_tests(v)
                 .iter()
-                .map(|t| format!("{} ({}, {} events)", t.name, t.expect.as_str(), t.events.len()))
+                .map(|t| {
+                    format!(
+                        "{} ({}, {} events)",
+                        t.name,
+                        t.expect.as_str(),
+                        t.events.len()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
@@ -448,11 +456,19 @@ pub async fn import(
     db: &DatabaseConnection,
     me: &CurrentUser,
     text: &str,
-) -> ApiResult<(ImportOutcome, rule::Model, rule_version::Model, Vec<Diagnostic>)> {
+) -> ApiResult<(
+    ImportOutcome,
+    rule::Model,
+    rule_version::Model,
+    Vec<Diagnostic>,
+)> {
     let parsed = picket_rules::parse_file(text).map_err(|e| match e {
         picket_rules::FileError::Invalid(details) => ApiError::Unprocessable {
             code: "invalid_rule_file",
-            message: format!("the rule file is invalid: {}", picket_rules::FileError::Invalid(details.clone())),
+            message: format!(
+                "the rule file is invalid: {}",
+                picket_rules::FileError::Invalid(details.clone())
+            ),
             details,
         },
         other => ApiError::bad_request("invalid_rule_file", other.to_string()),
@@ -487,7 +503,10 @@ pub async fn import(
         }
         Some(id) => {
             let id = Uuid::parse_str(id).map_err(|_| {
-                ApiError::bad_request("invalid_rule_file", "id must be a rule id (a UUID) or absent")
+                ApiError::bad_request(
+                    "invalid_rule_file",
+                    "id must be a rule id (a UUID) or absent",
+                )
             })?;
             let r = me.scope().get::<rule::Entity>(&txn, id, "rule").await?;
             if rule_kind(&r) != parsed.siem {
@@ -511,9 +530,10 @@ pub async fn import(
     };
     audit::record(
         &txn,
-        me.event("rule.import", "rule", out.1.id).details(serde_json::json!({
-            "outcome": out.0, "version": out.2.version,
-        })),
+        me.event("rule.import", "rule", out.1.id)
+            .details(serde_json::json!({
+                "outcome": out.0, "version": out.2.version,
+            })),
     )
     .await?;
     txn.commit().await?;
@@ -712,7 +732,10 @@ pub async fn start_test_run(
     if c.kind != r.siem_kind {
         return Err(ApiError::conflict(
             "siem_mismatch",
-            format!("the rule targets {}; connection {} is {}", r.siem_kind, c.name, c.kind),
+            format!(
+                "the rule targets {}; connection {} is {}",
+                r.siem_kind, c.name, c.kind
+            ),
         ));
     }
     let cases = version_tests(&v);
@@ -724,11 +747,12 @@ pub async fn start_test_run(
         });
     }
     let language = Language::parse(&v.language).unwrap_or(rule_kind(&r).default_language());
-    let filter = picket_rules::test_filter(language, &v.query).map_err(|m| ApiError::Unprocessable {
-        code: "untestable_query",
-        message: m.clone(),
-        details: vec![Diagnostic::field("query", "untestable_query", m)],
-    })?;
+    let filter =
+        picket_rules::test_filter(language, &v.query).map_err(|m| ApiError::Unprocessable {
+            code: "untestable_query",
+            message: m.clone(),
+            details: vec![Diagnostic::field("query", "untestable_query", m)],
+        })?;
     let a = TenantScope::new(me.tenant_id)
         .find::<agent::Entity>()
         .filter(agent::Column::Id.eq(c.agent_id))
@@ -751,7 +775,15 @@ pub async fn start_test_run(
             },
         },
     };
-    let job = jobs::enqueue(&txn, &state.keys, &a, &spec, None, state.config.job_ttl_secs).await?;
+    let job = jobs::enqueue(
+        &txn,
+        &state.keys,
+        &a,
+        &spec,
+        None,
+        state.config.job_ttl_secs,
+    )
+    .await?;
     drop(spec); // the decrypted credential is zeroized here
     let now = unix_now();
     let run = rule_test_run::ActiveModel {
@@ -773,10 +805,11 @@ pub async fn start_test_run(
     .await?;
     audit::record(
         &txn,
-        me.event("rule.test_run", "rule", rule_id).details(serde_json::json!({
-            "version": v.version, "connection_id": c.id, "test_run_id": run.id,
-            "job_id": job.id, "cases": cases.len(),
-        })),
+        me.event("rule.test_run", "rule", rule_id)
+            .details(serde_json::json!({
+                "version": v.version, "connection_id": c.id, "test_run_id": run.id,
+                "job_id": job.id, "cases": cases.len(),
+            })),
     )
     .await?;
     txn.commit().await?;
@@ -836,7 +869,9 @@ pub async fn record_test_result(
             (status, None, results)
         }
         // Succeeded without one count per case: not a result we can judge.
-        (picket_proto::Outcome::Succeeded, _) => ("error", Some("malformed_result".to_owned()), vec![]),
+        (picket_proto::Outcome::Succeeded, _) => {
+            ("error", Some("malformed_result".to_owned()), vec![])
+        }
         (_, _) => (
             "error",
             Some(r.error_class.map_or("internal", |c| c.as_str()).to_owned()),

@@ -96,7 +96,15 @@ async fn request(s: &Stack, rule_id: &str, version: i64, conn: &str) -> String {
 
 /// A precise rule version (passes its tests) and a too broad one (its
 /// negative case matches): pass and fail on one SIEM.
-async fn pass_then_fail(s: &Stack, kind: &str, conn: &str, good: &str, broad: &str, pos: Value, neg: Value) -> (String, Value, Value) {
+async fn pass_then_fail(
+    s: &Stack,
+    kind: &str,
+    conn: &str,
+    good: &str,
+    broad: &str,
+    pos: Value,
+    neg: Value,
+) -> (String, Value, Value) {
     let v1 = s
         .requester
         .post_ok("/v1/rules", rule(kind, good, pos.clone(), neg.clone()))
@@ -119,13 +127,19 @@ fn assert_pass_fail(kind: &str, passed: &Value, failed: &Value) {
     assert_eq!(passed["status"], "passed", "{kind}: {passed}");
     assert_eq!(
         case_counts(passed),
-        [("alice fails".to_owned(), 1, true), ("bob fails".to_owned(), 0, true)],
+        [
+            ("alice fails".to_owned(), 1, true),
+            ("bob fails".to_owned(), 0, true)
+        ],
         "{kind}"
     );
     assert_eq!(failed["status"], "failed", "{kind}: {failed}");
     assert_eq!(
         case_counts(failed),
-        [("alice fails".to_owned(), 1, true), ("bob fails".to_owned(), 1, false)],
+        [
+            ("alice fails".to_owned(), 1, true),
+            ("bob fails".to_owned(), 1, false)
+        ],
         "{kind}"
     );
 }
@@ -161,8 +175,14 @@ async fn splunk_tests_pass_and_fail_and_gate_approval() {
     // The events really went through HEC into the test index, tagged.
     let injected = s.sim.events();
     assert_eq!(injected.len(), 4, "{injected:?}");
-    assert!(injected.iter().all(|e| e.fields.get("index").map(String::as_str) == Some("picket_test_idx")
-        && e.fields.get("source").map(String::as_str) == Some("picket_test")));
+    assert!(
+        injected
+            .iter()
+            .all(
+                |e| e.fields.get("index").map(String::as_str) == Some("picket_test_idx")
+                    && e.fields.get("source").map(String::as_str) == Some("picket_test")
+            )
+    );
 
     // v2 failed its tests: approval is refused with a precise 409.
     let dep = request(&s, &rule_id, 2, &conn).await;
@@ -174,7 +194,10 @@ async fn splunk_tests_pass_and_fail_and_gate_approval() {
     assert_eq!(status.as_u16(), 409, "{body}");
     assert_eq!(body["error"]["code"], "tests_not_passed");
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains(&format!("rule {rule_id} v2")) && msg.contains("failed"), "{msg}");
+    assert!(
+        msg.contains(&format!("rule {rule_id} v2")) && msg.contains("failed"),
+        "{msg}"
+    );
     // A non-Admin cannot override.
     let (status, body) = s
         .approver
@@ -204,7 +227,8 @@ async fn splunk_tests_pass_and_fail_and_gate_approval() {
         .await
         .unwrap();
     let ev = &events["events"][0];
-    assert_eq!(ev["resource_id"], json!(dep), "{events}");
+    assert_eq!(ev["event"]["resource"]["id"], json!(dep), "{events}");
+    assert_eq!(ev["event"]["details"]["reason"], reason, "{ev}");
     assert!(ev.to_string().contains(reason), "{ev}");
     let results = s
         .admin
@@ -222,7 +246,10 @@ async fn splunk_tests_pass_and_fail_and_gate_approval() {
     // v1 passed: approved without any override.
     let dep1 = request(&s, &rule_id, 1, &conn).await;
     s.approve(&dep1).await.unwrap();
-    assert_eq!(s.wait_final(&dep1, FINISH).await.unwrap()["status"], "succeeded");
+    assert_eq!(
+        s.wait_final(&dep1, FINISH).await.unwrap()["status"],
+        "succeeded"
+    );
 
     // A version with tests never run is blocked too.
     s.requester
@@ -244,7 +271,13 @@ async fn splunk_tests_pass_and_fail_and_gate_approval() {
         .await
         .unwrap();
     assert_eq!(status.as_u16(), 409, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("have not been run"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("have not been run"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +325,11 @@ async fn sentinel_tests_pass_and_fail_through_logs_ingestion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elastic_tests_pass_and_fail_through_bulk() {
     let s = Stack::start(StackOpts::default()).await.unwrap();
-    let sim = ElasticSim::builder().api_key(API_KEY).start().await.unwrap();
+    let sim = ElasticSim::builder()
+        .api_key(API_KEY)
+        .start()
+        .await
+        .unwrap();
     let conn = s
         .admin
         .post_ok(

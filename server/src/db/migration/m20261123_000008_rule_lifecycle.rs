@@ -67,8 +67,14 @@ impl MigrationTrait for Migration {
             .await?;
         }
         for mut col in [
-            ColumnDef::new(a("hec_credential")).binary().null().to_owned(),
-            ColumnDef::new(a("hec_key_version")).integer().null().to_owned(),
+            ColumnDef::new(a("hec_credential"))
+                .binary()
+                .null()
+                .to_owned(),
+            ColumnDef::new(a("hec_key_version"))
+                .integer()
+                .null()
+                .to_owned(),
         ] {
             m.alter_table(
                 Table::alter()
