@@ -91,8 +91,9 @@ pub enum Record {
     Finished {
         /// The job.
         job_id: Uuid,
-        /// What is sent (and resent) to the server.
-        result: JobResult,
+        /// What is sent (and resent) to the server (boxed: with its test
+        /// counts it is far larger than the other records).
+        result: Box<JobResult>,
         /// Unix seconds when it finished.
         at: i64,
     },
@@ -140,11 +141,15 @@ impl Index {
                     acked: false,
                 });
             }
-            Record::Finished { job_id, result, at } => {
+            Record::Finished {
+                job_id,
+                ref result,
+                at,
+            } => {
                 if let Some(e) = self.jobs.get_mut(&job_id)
                     && e.result.is_none()
                 {
-                    e.result = Some((result, at));
+                    e.result = Some((**result, at));
                     self.finished.push_back(job_id);
                 }
             }
@@ -307,7 +312,7 @@ impl Ledger {
     pub fn record_finished(&mut self, result: JobResult) -> Result<(), LedgerError> {
         self.append(&Record::Finished {
             job_id: result.job_id,
-            result,
+            result: Box::new(result),
             at: unix_now(),
         })
     }
@@ -371,7 +376,7 @@ impl Ledger {
             if let Some((result, at)) = e.result {
                 records.push(Record::Finished {
                     job_id: id,
-                    result,
+                    result: Box::new(result),
                     at,
                 });
                 if e.acked {

@@ -129,9 +129,9 @@ pub(crate) fn validate(kind: SiemKind, s: &Schedule) -> Report {
 }
 
 fn human(secs: u64) -> String {
-    if secs % DAY == 0 {
+    if secs.is_multiple_of(DAY) {
         format!("{} d", secs / DAY)
-    } else if secs % HOUR == 0 {
+    } else if secs.is_multiple_of(HOUR) {
         format!("{} h", secs / HOUR)
     } else {
         format!("{} min", secs / MINUTE)
@@ -139,9 +139,9 @@ fn human(secs: u64) -> String {
 }
 
 fn iso(secs: u64) -> String {
-    if secs % DAY == 0 {
+    if secs.is_multiple_of(DAY) {
         format!("P{}D", secs / DAY)
-    } else if secs % HOUR == 0 {
+    } else if secs.is_multiple_of(HOUR) {
         format!("PT{}H", secs / HOUR)
     } else {
         format!("PT{}M", secs / MINUTE)
@@ -434,18 +434,18 @@ pub fn schedule_from_native(
     let (Ok(f), Ok(l)) = (f, l) else {
         return Err(errs);
     };
-    let cron = if f % DAY == 0 {
+    let cron = if f.is_multiple_of(DAY) {
         match f / DAY {
             1 => "0 0 * * *".to_owned(),
             n if n <= 31 => format!("0 0 */{n} * *"),
             _ => String::new(),
         }
-    } else if f % HOUR == 0 {
+    } else if f.is_multiple_of(HOUR) {
         match f / HOUR {
             1 => "0 * * * *".to_owned(),
             n => format!("0 */{n} * * *"),
         }
-    } else if f % MINUTE == 0 && f < HOUR {
+    } else if f.is_multiple_of(MINUTE) && f < HOUR {
         format!("*/{} * * * *", f / MINUTE)
     } else {
         String::new()
@@ -459,9 +459,9 @@ pub fn schedule_from_native(
             ),
         )]);
     }
-    let earliest = if l % DAY == 0 {
+    let earliest = if l.is_multiple_of(DAY) {
         format!("-{}d", l / DAY)
-    } else if l % HOUR == 0 {
+    } else if l.is_multiple_of(HOUR) {
         format!("-{}h", l / HOUR)
     } else {
         format!("-{}m", l.div_ceil(MINUTE))

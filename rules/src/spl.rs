@@ -225,7 +225,7 @@ fn pipeline(q: &str, text: &str, base: usize, implicit_search: bool, r: &mut Rep
         let at = base + off;
         let Some((wpos, word)) = scan::first_word(stage, at) else {
             // A leading `|` leaves an empty first stage; that is fine.
-            if many && !(n == 0 && !implicit_search) {
+            if many && (n != 0 || implicit_search) {
                 r.error(Diagnostic::at(
                     q,
                     at,

@@ -3,6 +3,9 @@
 //! each SIEM with their native schedules, diffs between versions, and rules
 //! as files (export, import, round trip, hostile files).
 
+// Test harness: a panic here is a test failure with a precise location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::{Value, json};
