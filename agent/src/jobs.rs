@@ -114,6 +114,7 @@ fn refused(job_id: Uuid, class: ErrorClass) -> JobResult {
         duration_ms: 0,
         content_hash: None,
         items: None,
+        test_counts: None,
     }
 }
 
@@ -400,6 +401,7 @@ impl Worker {
             picket_proto::JobAction::DeployBatch { batch } if batch.items.len() == 1 => {
                 batch.items.first().map(|i| i.rule_id)
             }
+            picket_proto::JobAction::TestRule { test } => Some(test.rule_id),
             _ => None,
         };
         if spec.kind() != header.kind {
@@ -456,6 +458,7 @@ impl Worker {
                 duration_ms,
                 content_hash: ok.content_hash.map(B64),
                 items: None,
+                test_counts: ok.test_counts,
             },
             Ok(Err(class)) => JobResult {
                 job_id,
@@ -464,6 +467,7 @@ impl Worker {
                 duration_ms,
                 content_hash: None,
                 items: None,
+                test_counts: None,
             },
             Err(_) => JobResult {
                 job_id,
@@ -472,6 +476,7 @@ impl Worker {
                 duration_ms,
                 content_hash: None,
                 items: None,
+                test_counts: None,
             },
         }
     }

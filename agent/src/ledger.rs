@@ -91,8 +91,9 @@ pub enum Record {
     Finished {
         /// The job.
         job_id: Uuid,
-        /// What is sent (and resent) to the server.
-        result: JobResult,
+        /// What is sent (and resent) to the server (boxed: with its test
+        /// counts it is far larger than the other records).
+        result: Box<JobResult>,
         /// Unix seconds when it finished.
         at: i64,
     },
@@ -148,7 +149,7 @@ impl Index {
                 if let Some(e) = self.jobs.get_mut(&job_id)
                     && e.result.is_none()
                 {
-                    e.result = Some((result.clone(), at));
+                    e.result = Some(((**result).clone(), at));
                     self.finished.push_back(job_id);
                 }
             }
@@ -311,7 +312,7 @@ impl Ledger {
     pub fn record_finished(&mut self, result: JobResult) -> Result<(), LedgerError> {
         self.append(&Record::Finished {
             job_id: result.job_id,
-            result,
+            result: Box::new(result),
             at: unix_now(),
         })
     }
@@ -376,7 +377,7 @@ impl Ledger {
                 let at = *at;
                 records.push(Record::Finished {
                     job_id: id,
-                    result: result.clone(),
+                    result: Box::new(result.clone()),
                     at,
                 });
                 if e.acked {
@@ -526,6 +527,7 @@ mod tests {
             duration_ms: 12,
             content_hash: None,
             items: None,
+            test_counts: None,
         }
     }
 
@@ -537,6 +539,7 @@ mod tests {
             duration_ms: 3,
             content_hash: None,
             items: None,
+            test_counts: None,
         }
     }
 

@@ -196,7 +196,13 @@ async fn disable_sets_disabled_and_delete_removes() {
         })
         .await
         .expect("disable");
-    assert_eq!(disabled, ActionOk { content_hash: None });
+    assert_eq!(
+        disabled,
+        ActionOk {
+            content_hash: None,
+            test_counts: None
+        }
+    );
     let stored = sim.saved_search(&name).expect("still there");
     assert_eq!(stored.content["disabled"], "1");
     assert_eq!(stored.content["search"], rule(rule_id, 1).query);
@@ -253,7 +259,10 @@ async fn check_connection_accepts_the_token_and_a_wrong_token_is_auth_failed() {
     let good = connector(&sim.base_url(), TOKEN);
     assert_eq!(
         good.execute(&JobAction::CheckConnection).await,
-        Ok(ActionOk { content_hash: None })
+        Ok(ActionOk {
+            content_hash: None,
+            test_counts: None
+        })
     );
 
     let bad = connector(&sim.base_url(), "not-the-token");

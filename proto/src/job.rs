@@ -95,6 +95,8 @@ pub enum JobKind {
     DeployBatch,
     /// Report the content hash of every rule the server expects on a connection.
     DriftCheck,
+    /// Run a rule version's tests: inject sample events, count matches.
+    TestRule,
 }
 
 impl JobKind {
@@ -107,6 +109,7 @@ impl JobKind {
             JobKind::CheckConnection => "check_connection",
             JobKind::DeployBatch => "deploy_batch",
             JobKind::DriftCheck => "drift_check",
+            JobKind::TestRule => "test_rule",
         }
     }
 }
@@ -130,6 +133,7 @@ impl JobSpec {
             JobAction::CheckConnection => JobKind::CheckConnection,
             JobAction::DeployBatch { .. } => JobKind::DeployBatch,
             JobAction::DriftCheck { .. } => JobKind::DriftCheck,
+            JobAction::TestRule { .. } => JobKind::TestRule,
         }
     }
 }
@@ -360,6 +364,11 @@ pub enum JobAction {
     DriftCheck {
         /// The rules and their expected hashes.
         check: crate::batch::DriftCheck,
+    },
+    /// Inject a rule version's test events and count matches per case.
+    TestRule {
+        /// The tests.
+        test: crate::ruletest::RuleTest,
     },
 }
 

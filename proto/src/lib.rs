@@ -18,6 +18,7 @@
 //! - [`outcome`]: job outcomes and error classes.
 //! - [`enroll`]: the one-time enrollment exchange and the enrollment token format.
 //! - [`rotation`]: the server's signing-key chain and agent key rotation.
+//! - [`ruletest`]: rule tests: the cases a `test_rule` job carries, the counts that come back.
 //! - [`text`]: bounded, charset-restricted strings the agent is allowed to send.
 //! - [`error`]: the decoding error type.
 
@@ -33,6 +34,7 @@ pub mod job;
 pub mod message;
 pub mod outcome;
 pub mod rotation;
+pub mod ruletest;
 pub mod text;
 
 pub use audit::{AuditAlarm, AuditCheckpoint, AuditConsistency};
@@ -55,6 +57,7 @@ pub use message::{
 };
 pub use outcome::{ErrorClass, Outcome};
 pub use rotation::{KeyLink, KeysRotated, RotateKeys};
+pub use ruletest::{RuleTest, TestCaseSpec, TestCounts};
 pub use text::{AgentVersion, Hostname};
 
 /// The protocol version carried in every frame as `v`. A peer that receives

@@ -206,6 +206,10 @@ pub struct JobResult {
     /// job's order (at most [`crate::batch::MAX_BATCH_ITEMS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<crate::batch::ItemOutcome>>,
+    /// For a `test_rule` job: matches counted per test case, in case order
+    /// (at most [`crate::ruletest::MAX_TEST_CASES`]); never event text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_counts: Option<crate::ruletest::TestCounts>,
 }
 
 #[derive(Serialize)]

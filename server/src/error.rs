@@ -63,6 +63,17 @@ pub enum ApiError {
         /// Seconds until the next attempt is accepted.
         retry_after_secs: u64,
     },
+    /// The content is well-formed but invalid, with every finding (422):
+    /// e.g. a rule query with unbalanced quotes, each with line and column.
+    #[error("{message}")]
+    Unprocessable {
+        /// Stable machine-readable code, e.g. `invalid_rule`.
+        code: &'static str,
+        /// Summary for a human.
+        message: String,
+        /// Each finding (`field`, `line`, `column`, `code`, `message`).
+        details: Vec<picket_rules::Diagnostic>,
+    },
     /// Something failed inside the server (500). The cause is logged, not returned.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -155,6 +166,16 @@ impl IntoResponse for ApiError {
                     Json(body),
                 )
                     .into_response();
+            }
+            ApiError::Unprocessable {
+                code,
+                message,
+                details,
+            } => {
+                let body = serde_json::json!({
+                    "error": { "code": code, "message": message, "details": details }
+                });
+                return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
             }
             ApiError::Internal(cause) => {
                 let incident = uuid::Uuid::new_v4();

@@ -90,10 +90,16 @@ const MATRIX: &[(&str, &str, Need)] = &[
     ("GET", "/v1/connections", Need::View),
     ("GET", "/v1/connections/{id}", Need::View),
     ("PUT", "/v1/connections/{id}/credential", Need::Admin),
+    ("PUT", "/v1/connections/{id}/hec", Need::Admin),
     ("POST", "/v1/rules", Need::Author),
     ("GET", "/v1/rules", Need::View),
     ("GET", "/v1/rules/{id}", Need::View),
     ("POST", "/v1/rules/{id}/versions", Need::Author),
+    ("POST", "/v1/rules/import", Need::Author),
+    ("GET", "/v1/rules/{id}/diff", Need::View),
+    ("GET", "/v1/rules/{id}/export", Need::View),
+    ("POST", "/v1/rules/{id}/test-runs", Need::Author),
+    ("GET", "/v1/rules/{id}/test-runs", Need::View),
     ("POST", "/v1/deployments", Need::Request),
     ("GET", "/v1/deployments", Need::View),
     ("GET", "/v1/deployments/{id}", Need::View),
@@ -285,11 +291,17 @@ impl TenantA {
         }
         Some(match path {
             "/v1/rules/{id}/versions" => support::rule_body("Stolen"),
+            "/v1/rules/{id}/test-runs" => {
+                json!({ "version": 1, "connection_id": self.connection })
+            }
             "/v1/deployments" => support::deployment_body(&self.rule, &self.connection),
             "/v1/connections" => {
                 json!({ "name": "stolen", "kind": "splunk", "agent_id": self.agent, "base_url": "https://evil.test:8089", "token": "t" })
             }
             "/v1/connections/{id}/credential" => json!({ "token": "stolen" }),
+            "/v1/connections/{id}/hec" => {
+                json!({ "url": "https://evil.test:8088", "test_index": "stolen", "token": "t" })
+            }
             "/v1/users/{id}/role" => json!({ "role": "admin", "approver": true }),
             _ => json!({}),
         })

@@ -110,6 +110,21 @@ pub(crate) fn rfc3339(secs: i64) -> Result<String, ErrorClass> {
         .ok_or(ErrorClass::MalformedJob)
 }
 
+/// The field each injected test event carries with its run-and-case tag.
+pub const RUN_FIELD: &str = "picket_run";
+
+/// `filter` restricted to events carrying `tag` in [`RUN_FIELD`], in the
+/// SIEM's count filter form.
+pub(crate) fn with_run_tag(kind: Option<SiemKind>, filter: &str, tag: &str) -> String {
+    match kind {
+        Some(SiemKind::Sentinel) => {
+            format!("({filter}) and {RUN_FIELD} == \"{tag}\"")
+        }
+        Some(SiemKind::Elastic) => format!("({filter}) AND {RUN_FIELD}:{tag}"),
+        _ => format!("{filter} {RUN_FIELD}={tag}"),
+    }
+}
+
 /// Checks an injection's size.
 pub(crate) fn check_events(events: &[TestEvent]) -> Result<(), ErrorClass> {
     if events.is_empty() || events.len() > MAX_TEST_EVENTS {
@@ -224,6 +239,16 @@ pub enum Connector {
 }
 
 impl Connector {
+    /// The SIEM kind this connector speaks to (`None` when unsupported).
+    fn kind(&self) -> Option<SiemKind> {
+        match self {
+            Connector::Splunk(_) => Some(SiemKind::Splunk),
+            Connector::Sentinel(_) => Some(SiemKind::Sentinel),
+            Connector::Elastic(_) => Some(SiemKind::Elastic),
+            Connector::Unsupported(_) => None,
+        }
+    }
+
     /// Builds the connector for `target`, sending through `http` (whose
     /// timeouts bound every call). Never fails: bad settings (such as a base
     /// URL that does not parse) surface as an error class from [`Self::execute`].
@@ -251,10 +276,18 @@ impl Connector {
     /// client's deadline is [`ErrorClass::Timeout`]; an action or SIEM kind this
     /// build does not implement is [`ErrorClass::Internal`].
     pub async fn execute(&self, action: &JobAction) -> Result<ActionOk, ErrorClass> {
-        let none = ActionOk { content_hash: None };
+        let none = ActionOk {
+            content_hash: None,
+            test_counts: None,
+        };
         match action {
             JobAction::DeployRule { rule } => self.deploy(rule).await.map(|hash| ActionOk {
                 content_hash: Some(hash),
+                test_counts: None,
+            }),
+            JobAction::TestRule { test } => self.run_tests(test).await.map(|counts| ActionOk {
+                content_hash: None,
+                test_counts: Some(counts),
             }),
             JobAction::DisableRule { rule } => {
                 self.set_enabled(&rule.rule_id, false).await.map(|()| none)
@@ -266,6 +299,59 @@ impl Connector {
                 Err(ErrorClass::Internal)
             }
         }
+    }
+
+    /// Runs a rule version's tests: injects every case's events (tagged
+    /// [`TEST_MARKER`], plus a `picket_run` field unique to this run and
+    /// case), then counts, per case, the events of that case that match the
+    /// rule's condition in the last 15 minutes. Counting on the per-case tag
+    /// keeps cases, and runs that overlap in time, from counting each
+    /// other's events.
+    ///
+    /// # Errors
+    /// [`ErrorClass::MalformedJob`] for an empty or oversized test; the
+    /// first failing call's class.
+    pub async fn run_tests(
+        &self,
+        test: &picket_proto::RuleTest,
+    ) -> Result<picket_proto::TestCounts, ErrorClass> {
+        use picket_proto::ruletest::{MAX_EVENTS_PER_CASE, MAX_TEST_CASES};
+        if test.cases.is_empty()
+            || test.cases.len() > MAX_TEST_CASES
+            || test
+                .cases
+                .iter()
+                .any(|c| c.events.is_empty() || c.events.len() > MAX_EVENTS_PER_CASE)
+        {
+            return Err(ErrorClass::MalformedJob);
+        }
+        let run = Uuid::new_v4().simple().to_string();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let tag = |i: usize| format!("{run}c{i}");
+        let mut events = Vec::new();
+        for (i, case) in test.cases.iter().enumerate() {
+            for fields in &case.events {
+                let mut fields = fields.clone();
+                fields.insert(RUN_FIELD.to_owned(), tag(i));
+                events.push(TestEvent { time: now, fields });
+            }
+        }
+        for chunk in events.chunks(MAX_TEST_EVENTS) {
+            self.inject_test_events(chunk).await?;
+        }
+        // A window around the injection time: wide enough for clock skew
+        // between agent and SIEM, while the run tag does the selecting.
+        let window = TimeWindow {
+            from: now.saturating_sub(900),
+            to: now.saturating_add(60),
+        };
+        let mut counts = Vec::with_capacity(test.cases.len());
+        for i in 0..test.cases.len() {
+            let filter = with_run_tag(self.kind(), &test.filter, &tag(i));
+            let n = self.count_test_matches(&filter, window).await?;
+            counts.push(u32::try_from(n).unwrap_or(u32::MAX));
+        }
+        picket_proto::TestCounts::new(&counts).ok_or(ErrorClass::MalformedJob)
     }
 
     /// Checks that the SIEM answers and accepts the credential (and, where the
@@ -410,6 +496,8 @@ pub struct ActionOk {
     /// (each connector documents its canonical form, e.g.
     /// [`splunk::content_hash`]). `None` for other actions.
     pub content_hash: Option<[u8; 32]>,
+    /// For a test run: matches per test case, in case order. `None` for other actions.
+    pub test_counts: Option<picket_proto::TestCounts>,
 }
 
 /// Probes whether the SIEM behind `info` answers, without credentials.

@@ -248,6 +248,7 @@ impl SplunkConnector {
         match action {
             JobAction::DeployRule { rule } => self.deploy(rule).await.map(|hash| ActionOk {
                 content_hash: Some(hash),
+                test_counts: None,
             }),
             JobAction::DisableRule { rule } => self
                 .set_enabled(&rule.rule_id, false)
@@ -710,7 +711,10 @@ fn row_number(row: &Value, name: &str) -> Option<u64> {
 }
 
 fn none() -> ActionOk {
-    ActionOk { content_hash: None }
+    ActionOk {
+        content_hash: None,
+        test_counts: None,
+    }
 }
 
 /// Reads a 2xx body (bounded) and fails when it is not Splunk's JSON or

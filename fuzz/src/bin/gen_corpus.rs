@@ -181,6 +181,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             duration_ms: 120,
             content_hash: Some(B64([4; 32])),
             items: None,
+            test_counts: None,
         }),
         AgentMsg::Pong { t: 17 },
         AgentMsg::RotateKeys(RotateKeys {

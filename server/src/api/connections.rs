@@ -14,7 +14,7 @@ use crate::auth::{Auth, perm};
 use crate::db::entity::siem_connection;
 use crate::error::{ApiError, ApiResult};
 use crate::service::connections::{
-    self, ElasticStored, IngestionStored, NewConnection, NewKind, SentinelStored,
+    self, ElasticStored, IngestionStored, NewConnection, NewKind, SentinelStored, SplunkHecStored,
 };
 use crate::time::rfc3339;
 
@@ -23,6 +23,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/connections", get(list).post(create))
         .route("/v1/connections/{id}", get(show))
         .route("/v1/connections/{id}/credential", put(update_credential))
+        .route("/v1/connections/{id}/hec", put(set_hec))
 }
 
 /// A new SIEM connection. Which fields apply depends on `kind`; a field of
@@ -339,5 +340,42 @@ pub async fn update_credential(
     let row =
         connections::update_credential(&state, &admin, id, zeroize::Zeroizing::new(req.secret))
             .await?;
+    Ok(Json(row.into()))
+}
+
+/// A Splunk connection's HTTP Event Collector, where rule tests inject events.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetHecRequest {
+    /// HEC base URL, e.g. `https://splunk.corp:8088`.
+    pub url: String,
+    /// Index that receives test events (the token must allow it).
+    pub test_index: String,
+    /// HEC token. Write-only: never returned.
+    pub token: String,
+}
+
+/// Sets a Splunk connection's HEC for rule tests (admin only). The token is
+/// write-only; the URL and test index show in `settings`.
+#[utoipa::path(put, path = "/v1/connections/{id}/hec", params(("id" = Uuid, Path)), request_body = SetHecRequest,
+    responses((status = 200, body = ConnectionView), (status = 400), (status = 403), (status = 404), (status = 409)))]
+pub async fn set_hec(
+    State(state): State<AppState>,
+    admin: Auth<perm::Administer>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(req): ApiJson<SetHecRequest>,
+) -> ApiResult<Json<ConnectionView>> {
+    let token = zeroize::Zeroizing::new(req.token);
+    let row = connections::set_splunk_hec(
+        &state,
+        &admin,
+        id,
+        SplunkHecStored {
+            hec_url: req.url,
+            test_index: req.test_index,
+        },
+        token,
+    )
+    .await?;
     Ok(Json(row.into()))
 }

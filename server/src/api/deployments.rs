@@ -128,7 +128,6 @@ pub struct UpdateRequest {
     pub items: Vec<ItemRequest>,
     /// A new message.
     pub message: Option<String>,
-}
 
 /// A rollback request.
 #[derive(Deserialize, ToSchema)]
@@ -152,6 +151,11 @@ pub struct DecisionRequest {
     /// The digest the reviewer looked at; refused with 409 `digest_changed`
     /// if the request changed since.
     pub digest: Option<String>,
+    /// Approvals by an Admin only: approve although rule tests failed or
+    /// were not run, with this written reason (audited as
+    /// `deployment.test_override`).
+    #[serde(default)]
+    pub test_override: Option<String>,
 }
 
 /// One decision.
@@ -448,6 +452,7 @@ pub async fn approve(
         Decision::Approve,
         req.comment,
         req.digest,
+        req.test_override,
     )
     .await?;
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
@@ -463,7 +468,7 @@ pub async fn reject(
     ApiJsonOrEmpty(req): ApiJsonOrEmpty<DecisionRequest>,
 ) -> ApiResult<Json<DeploymentView>> {
     let d =
-        deployments::decide(&state, &user, id, Decision::Reject, req.comment, req.digest).await?;
+        deployments::decide(&state, &user, id, Decision::Reject, req.comment, req.digest, None).await?;
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 
@@ -483,6 +488,7 @@ pub async fn request_changes(
         Decision::RequestChanges,
         req.comment,
         req.digest,
+        None,
     )
     .await?;
     Ok(Json(full_view(&state, user.tenant_id, d).await?))

@@ -397,6 +397,8 @@ pub async fn create(
         key_version: Set(version),
         created_at: Set(now),
         updated_at: Set(now),
+        hec_credential: Set(None),
+        hec_key_version: Set(None),
     }
     .insert(&txn)
     .await?;
@@ -511,6 +513,115 @@ pub async fn get(
         .await
 }
 
+/// Where a Splunk connection's rule tests inject events (its HEC), stored
+/// in `settings`; the token is in `hec_credential`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplunkHecStored {
+    /// HEC base URL, e.g. `https://splunk.corp:8088`.
+    pub hec_url: String,
+    /// Index that receives test events.
+    pub test_index: String,
+}
+
+/// The AAD record id of a connection's HEC token: distinct from the main
+/// credential's (the connection id), so one ciphertext cannot be moved into
+/// the other column and still open.
+fn hec_record_id(connection_id: Uuid) -> Uuid {
+    Uuid::from_u128(connection_id.as_u128() ^ 0x6865_635f_746f_6b65_6e5f_7069_636b_6574)
+}
+
+/// Sets a Splunk connection's HEC (URL, test index, token) for rule tests.
+/// The token is write-only, sealed under the tenant key; audited
+/// `connection.hec_update` without it.
+///
+/// # Errors
+/// 404 outside the tenant; 409 for a connection that is not Splunk; 400
+/// naming an invalid field.
+pub async fn set_splunk_hec(
+    state: &AppState,
+    admin: &CurrentUser,
+    id: Uuid,
+    hec: SplunkHecStored,
+    token: zeroize::Zeroizing<String>,
+) -> ApiResult<siem_connection::Model> {
+    validate::base_url("hec_url", &hec.hec_url)?;
+    validate::ident("test_index", &hec.test_index)?;
+    check_secret("token", &token)?;
+    let txn = state.db.begin().await?;
+    let c = admin
+        .scope()
+        .get::<siem_connection::Entity>(&txn, id, "connection")
+        .await?;
+    if kind_of(&c) != Some(SiemKind::Splunk) {
+        return Err(ApiError::conflict(
+            "not_splunk",
+            format!(
+                "connection {} is {}; HEC is for Splunk connections",
+                c.name, c.kind
+            ),
+        ));
+    }
+    let (key, version) = tenant_key(&txn, &state.keys, admin.tenant_id).await?;
+    let ct = key
+        .encrypt_credential(
+            admin.tenant_id,
+            hec_record_id(c.id),
+            u32::try_from(version).unwrap_or(0),
+            token.as_bytes(),
+        )
+        .map_err(|e| anyhow::anyhow!("hec token encrypt: {e}"))?;
+    let settings = serde_json::to_string(&hec).map_err(|e| anyhow::anyhow!("settings: {e}"))?;
+    let mut am: siem_connection::ActiveModel = c.into();
+    am.settings = Set(Some(settings));
+    am.hec_credential = Set(Some(ct));
+    am.hec_key_version = Set(Some(version));
+    am.updated_at = Set(unix_now());
+    let row = am.update(&txn).await?;
+    audit::record(
+        &txn,
+        admin
+            .event("connection.hec_update", "siem_connection", id)
+            .details(serde_json::json!({ "hec_url": hec.hec_url, "test_index": hec.test_index })),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(row)
+}
+
+/// The HEC of a Splunk connection, with its token opened, if configured.
+fn splunk_hec(
+    key: &TenantKey,
+    c: &siem_connection::Model,
+) -> ApiResult<Option<picket_proto::SplunkHec>> {
+    let (Some(settings), Some(ct), Some(version)) = (
+        c.settings.as_deref(),
+        c.hec_credential.as_deref(),
+        c.hec_key_version,
+    ) else {
+        return Ok(None);
+    };
+    let s: SplunkHecStored = serde_json::from_str(settings)
+        .map_err(|_| anyhow::anyhow!("connection {} has unreadable splunk settings", c.id))?;
+    let pt = key
+        .decrypt_credential(
+            c.tenant_id,
+            hec_record_id(c.id),
+            u32::try_from(version).unwrap_or(0),
+            ct,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!("HEC token of connection {} cannot be decrypted: {e}", c.id)
+        })?;
+    let token =
+        String::from_utf8(pt.to_vec()).map_err(|_| anyhow::anyhow!("HEC token is not UTF-8"))?;
+    Ok(Some(picket_proto::SplunkHec {
+        url: s.hec_url,
+        token: Credential::new(token),
+        test_index: s.test_index,
+    }))
+}
+
 /// Decrypts the credential into the target a sealed job carries.
 ///
 /// # Errors
@@ -542,7 +653,7 @@ pub async fn target_for_job(
             owner: c.owner.clone(),
             token: secret,
             login: None,
-            hec: None,
+            hec: splunk_hec(&key, c)?,
         }),
         Some(SiemKind::Sentinel) => {
             let s: SentinelStored = c

@@ -508,6 +508,7 @@ pub async fn decide(
     decision: Decision,
     comment: Option<String>,
     seen_digest: Option<String>,
+    test_override: Option<String>,
 ) -> ApiResult<deployment::Model> {
     let db = &state.db;
     let d = get(db, user.tenant_id, id).await?;
@@ -548,6 +549,24 @@ pub async fn decide(
                 d.digest
             ),
         ));
+    }
+    // Rule test gate: every included version's tests must have passed on
+    // this connection, unless an Admin overrides with a reason.
+    if decision == Decision::Approve {
+        let versions: Vec<Uuid> = items(&txn, user.tenant_id, d.id)
+            .await?
+            .iter()
+            .map(|i| i.rule_version_id)
+            .collect();
+        rules::enforce_tests_gate(
+            &txn,
+            user,
+            d.id,
+            d.connection_id,
+            &versions,
+            test_override.as_deref(),
+        )
+        .await?;
     }
     approval::ActiveModel {
         id: Set(Uuid::now_v7()),

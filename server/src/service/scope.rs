@@ -45,6 +45,7 @@ tenant_owned!(
     rule,
     rule_deployment,
     rule_version,
+    rule_test_run,
     session,
     siem_connection,
     user,

@@ -17,6 +17,9 @@ use crate::wait;
 /// The Splunk token the simulator accepts.
 pub const SPLUNK_TOKEN: &str = "sim-splunk-token-0123456789";
 
+/// The HEC token the simulator accepts (rule tests inject with it).
+pub const SPLUNK_HEC_TOKEN: &str = "sim-hec-token-0123456789";
+
 /// How to build the stack.
 #[derive(Default)]
 pub struct StackOpts {
@@ -125,7 +128,9 @@ impl Stack {
         )
         .await?;
         agent.start()?;
-        let mut sim = SplunkSim::builder().token(SPLUNK_TOKEN);
+        let mut sim = SplunkSim::builder()
+            .token(SPLUNK_TOKEN)
+            .hec_token(SPLUNK_HEC_TOKEN);
         if let Some(suffix) = &opts.sim_error_suffix {
             sim = sim.error_text_suffix(suffix.clone());
         }

@@ -20,6 +20,17 @@ pub struct Model {
     pub latest: String,
     pub author_id: Uuid,
     pub created_at: i64,
+    /// `spl`, `kql`, `kuery`, `eql`, `esql` (see `picket_rules::Language`).
+    pub language: String,
+    /// JSON array of ATT&CK technique ids.
+    #[sea_orm(column_type = "Text")]
+    pub mitre: String,
+    /// JSON array of `picket_rules::TestCase`.
+    #[sea_orm(column_type = "Text")]
+    pub tests: String,
+    /// JSON array of the validation warnings given at save time.
+    #[sea_orm(column_type = "Text")]
+    pub warnings: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

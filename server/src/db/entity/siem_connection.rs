@@ -18,8 +18,8 @@ pub struct Model {
     pub app: String,
     /// Splunk owner (empty for other kinds).
     pub owner: String,
-    /// Non-secret settings of Sentinel and Elastic connections, JSON
-    /// (`service::connections::SentinelStored` / `ElasticStored`); NULL for Splunk.
+    /// Non-secret settings, JSON (`service::connections::SentinelStored` /
+    /// `ElasticStored`; for Splunk `SplunkHecStored` once HEC is configured, else NULL).
     #[sea_orm(column_type = "Text", nullable)]
     pub settings: Option<String>,
     pub credential: Vec<u8>,
@@ -27,6 +27,10 @@ pub struct Model {
     pub key_version: i32,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Splunk HEC token for rule tests, sealed like `credential` (write-only).
+    pub hec_credential: Option<Vec<u8>>,
+    /// Tenant key version `hec_credential` is sealed under.
+    pub hec_key_version: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

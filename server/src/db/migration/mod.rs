@@ -9,6 +9,7 @@ mod m20261123_000003_key_rotation;
 mod m20261123_000004_access_model;
 mod m20261123_000005_audit_log;
 mod m20261123_000007_connectors;
+mod m20261123_000008_rule_lifecycle;
 mod m20261123_000009_deployment_batches;
 mod m20261123_000011_scale;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_connectors::Migration),
             Box::new(m20261123_000004_access_model::Migration),
             Box::new(m20261123_000005_audit_log::Migration),
+            Box::new(m20261123_000008_rule_lifecycle::Migration),
             Box::new(m20261123_000009_deployment_batches::Migration),
             Box::new(m20261123_000011_scale::Migration),
         ]
