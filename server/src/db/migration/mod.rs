@@ -9,6 +9,7 @@ mod m20261123_000003_key_rotation;
 mod m20261123_000004_access_model;
 mod m20261123_000005_audit_log;
 mod m20261123_000007_connectors;
+mod m20261123_000010_console;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_connectors::Migration),
             Box::new(m20261123_000004_access_model::Migration),
             Box::new(m20261123_000005_audit_log::Migration),
+            Box::new(m20261123_000010_console::Migration),
         ]
     }
 }
