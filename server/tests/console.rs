@@ -115,7 +115,13 @@ fn assert_no_inline(path: &str, html: &str) {
     assert!(!lower.contains("<style"), "{path}: <style> element");
     assert!(!lower.contains(" style="), "{path}: style attribute");
     assert!(!lower.contains("javascript:"), "{path}: javascript: URL");
-    for attr in [" onclick=", " onload=", " onsubmit=", " onerror=", " onchange="] {
+    for attr in [
+        " onclick=",
+        " onload=",
+        " onsubmit=",
+        " onerror=",
+        " onchange=",
+    ] {
         assert!(!lower.contains(attr), "{path}: inline handler {attr}");
     }
 }
@@ -172,20 +178,31 @@ async fn fresh_install_claims_from_the_console_then_signs_in_and_out() {
         "POST",
         "/claim",
         None,
-        &[("tenant_name", "Acme"), ("email", "admin@acme.test"), ("password", "short")],
+        &[
+            ("tenant_name", "Acme"),
+            ("email", "admin@acme.test"),
+            ("password", "short"),
+        ],
         &[],
     )
     .await;
     assert_eq!(p.status, 400);
     assert!(p.html.contains("class=\"error\""), "{}", p.html);
-    assert!(p.html.contains("value=\"admin@acme.test\""), "the form keeps what was typed");
+    assert!(
+        p.html.contains("value=\"admin@acme.test\""),
+        "the form keeps what was typed"
+    );
 
     let p = page(
         &app,
         "POST",
         "/claim",
         None,
-        &[("tenant_name", "Acme"), ("email", "admin@acme.test"), ("password", PASSWORD)],
+        &[
+            ("tenant_name", "Acme"),
+            ("email", "admin@acme.test"),
+            ("password", PASSWORD),
+        ],
         &[],
     )
     .await;
@@ -208,7 +225,11 @@ async fn fresh_install_claims_from_the_console_then_signs_in_and_out() {
         "POST",
         "/login",
         None,
-        &[("email", "admin@acme.test"), ("password", "wrong-password-123"), ("next", "/fleet")],
+        &[
+            ("email", "admin@acme.test"),
+            ("password", "wrong-password-123"),
+            ("next", "/fleet"),
+        ],
         &[],
     )
     .await;
@@ -282,7 +303,11 @@ async fn every_console_route_requires_a_session_and_comes_back_after_sign_in() {
         "POST",
         "/login",
         None,
-        &[("email", "sam@acme.test"), ("password", PASSWORD), ("next", "/fleet?sort=version&page=0")],
+        &[
+            ("email", "sam@acme.test"),
+            ("password", PASSWORD),
+            ("next", "/fleet?sort=version&page=0"),
+        ],
         &[],
     )
     .await;
@@ -295,13 +320,22 @@ async fn every_console_route_requires_a_session_and_comes_back_after_sign_in() {
         "POST",
         "/login",
         None,
-        &[("email", "sam@acme.test"), ("password", PASSWORD), ("next", "//evil.example/")],
+        &[
+            ("email", "sam@acme.test"),
+            ("password", PASSWORD),
+            ("next", "//evil.example/"),
+        ],
         &[],
     )
     .await;
     assert_eq!(evil.location, "/", "an off-site next is ignored");
     // Static files and sign-in pages are public.
-    for path in ["/login", "/static/console.css", "/static/console.js", "/invitation"] {
+    for path in [
+        "/login",
+        "/static/console.css",
+        "/static/console.js",
+        "/invitation",
+    ] {
         let p = page(app, "GET", path, None, &[], &[]).await;
         assert_eq!(p.status, 200, "{path}");
     }
@@ -355,12 +389,25 @@ async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
         app,
         &format!("/rules/{}/edit", w.rule),
         &w.dana,
-        &[("title", "x"), ("severity", "high"), ("query", "q"), ("cron", "bad"), ("earliest", "-5m"), ("latest", "now")],
+        &[
+            ("title", "x"),
+            ("severity", "high"),
+            ("query", "q"),
+            ("cron", "bad"),
+            ("earliest", "-5m"),
+            ("latest", "now"),
+        ],
     )
     .await;
     assert_eq!(p.status, 400);
     assert_no_inline("rule form with errors", &p.html);
-    let p = post(app, "/settings/enrollment-tokens", &w.admin, &[("label", "gw")]).await;
+    let p = post(
+        app,
+        "/settings/enrollment-tokens",
+        &w.admin,
+        &[("label", "gw")],
+    )
+    .await;
     assert_eq!(p.status, 200);
     assert_no_inline("settings with a token", &p.html);
 
@@ -376,10 +423,12 @@ async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
         r.headers()["cache-control"],
         "public, max-age=31536000, immutable"
     );
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/javascript"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,10 +441,19 @@ async fn approve_button_only_for_those_who_may_and_the_server_refuses_the_rest()
     assert_eq!(p.status, 200);
     assert!(!p.html.contains("id=\"approve\""), "requester sees approve");
     assert!(p.html.contains("You requested this deployment"));
-    let p = post(app, &format!("{path}/approve"), &w.dana, &[("comment", "mine")]).await;
+    let p = post(
+        app,
+        &format!("{path}/approve"),
+        &w.dana,
+        &[("comment", "mine")],
+    )
+    .await;
     assert_eq!(p.status, 403);
     assert!(p.content_type.starts_with("text/html"));
-    assert!(p.html.contains("the requester of a deployment cannot approve it"));
+    assert!(
+        p.html
+            .contains("the requester of a deployment cannot approve it")
+    );
     // A Viewer without the approver flag: no button; refused by the role matrix.
     let p = get(app, &path, &w.viewer).await;
     assert!(!p.html.contains("id=\"approve\""), "viewer sees approve");
@@ -430,7 +488,13 @@ async fn approve_button_only_for_those_who_may_and_the_server_refuses_the_rest()
     assert_eq!(p.status, 403);
     assert!(p.html.contains("cross-site request refused"));
     // The approver's form post works without JavaScript.
-    let p = post(app, &format!("{path}/approve"), &w.sam, &[("comment", "LGTM")]).await;
+    let p = post(
+        app,
+        &format!("{path}/approve"),
+        &w.sam,
+        &[("comment", "LGTM")],
+    )
+    .await;
     assert_eq!((p.status, p.location.as_str()), (303, path.as_str()));
     let p = get(app, &path, &w.sam).await;
     assert!(p.html.contains("data-deployment-status"));
@@ -451,7 +515,13 @@ async fn viewer_and_user_get_a_403_page_on_admin_pages() {
             assert!(p.html.contains("Not allowed"), "{}", p.html);
             assert!(p.html.contains("does not allow this"));
         }
-        let p = post(app, "/settings/invitations", cookie, &[("email", "x@acme.test"), ("role", "admin")]).await;
+        let p = post(
+            app,
+            "/settings/invitations",
+            cookie,
+            &[("email", "x@acme.test"), ("role", "admin")],
+        )
+        .await;
         assert_eq!(p.status, 403);
     }
     // Nor is the Settings link shown to them.
@@ -479,7 +549,10 @@ async fn rule_forms_show_the_message_at_the_field_and_work_without_js() {
     let p = post(app, "/rules/new", &w.sam, &form).await;
     assert_eq!(p.status, 400);
     assert!(p.html.contains("id=\"cron-error\""), "{}", p.html);
-    assert!(p.html.contains("aria-invalid=\"true\" aria-describedby=\"cron-error\""));
+    assert!(
+        p.html
+            .contains("aria-invalid=\"true\" aria-describedby=\"cron-error\"")
+    );
     assert!(
         p.html.contains("value=\"Suspicious PowerShell\""),
         "what was typed stays"
@@ -498,11 +571,20 @@ async fn rule_forms_show_the_message_at_the_field_and_work_without_js() {
 
     // A new version from the edit form; the rule page diffs v1 → v2.
     let rid = p.location.trim_start_matches("/rules/").to_owned();
-    form[3] = ("query", "index=win EventCode=4104 ScriptBlockText=*-EncodedCommand*");
+    form[3] = (
+        "query",
+        "index=win EventCode=4104 ScriptBlockText=*-EncodedCommand*",
+    );
     let p = post(app, &format!("/rules/{rid}/edit"), &w.sam, &form).await;
     assert_eq!(p.status, 303);
     let rule_page = get(app, &format!("/rules/{rid}?a=1&b=2"), &w.sam).await;
-    assert!(rule_page.html.contains("<span class=\"del\">- index=win EventCode=4104 ScriptBlockText=*-enc*</span>"), "{}", rule_page.html);
+    assert!(
+        rule_page.html.contains(
+            "<span class=\"del\">- index=win EventCode=4104 ScriptBlockText=*-enc*</span>"
+        ),
+        "{}",
+        rule_page.html
+    );
     assert!(rule_page.html.contains("<span class=\"add\">+ index=win"));
 
     // The rules list filters.
@@ -513,9 +595,7 @@ async fn rule_forms_show_the_message_at_the_field_and_work_without_js() {
     assert!(list.html.contains("No rule matches these filters"));
 
     // Requesting a deployment from the rule page's form.
-    let conn = app
-        .scalar("SELECT name FROM siem_connections")
-        .await;
+    let conn = app.scalar("SELECT name FROM siem_connections").await;
     assert_eq!(conn, vec!["prod-splunk".to_owned()]);
     let rule_page = get(app, &format!("/rules/{rid}"), &w.sam).await;
     let marker = "name=\"connection_id\"><option value=\"";
@@ -525,7 +605,11 @@ async fn rule_forms_show_the_message_at_the_field_and_work_without_js() {
         app,
         &format!("/rules/{rid}/deploy"),
         &w.sam,
-        &[("version", "2"), ("connection_id", conn_id.as_str()), ("message", "tuned")],
+        &[
+            ("version", "2"),
+            ("connection_id", conn_id.as_str()),
+            ("message", "tuned"),
+        ],
     )
     .await;
     assert_eq!(p.status, 303, "{}", p.html);
@@ -533,7 +617,10 @@ async fn rule_forms_show_the_message_at_the_field_and_work_without_js() {
     let d = get(app, &p.location, &w.dana).await;
     assert!(d.html.contains("awaiting approval"));
     assert!(d.html.contains("tuned"));
-    assert!(d.html.contains("id=\"approve\""), "dana may approve sam's request");
+    assert!(
+        d.html.contains("id=\"approve\""),
+        "dana may approve sam's request"
+    );
     assert!(d.html.contains("everything is new"));
 }
 
@@ -541,14 +628,26 @@ async fn rule_forms_show_the_message_at_the_field_and_work_without_js() {
 async fn settings_show_secrets_once_and_install_commands() {
     let w = world().await;
     let app = &w.app;
-    let p = post(app, "/settings/enrollment-tokens", &w.admin, &[("label", "siem-gw-02"), ("max_uses", "3")]).await;
+    let p = post(
+        app,
+        "/settings/enrollment-tokens",
+        &w.admin,
+        &[("label", "siem-gw-02"), ("max_uses", "3")],
+    )
+    .await;
     assert_eq!(p.status, 200, "{}", p.html);
     assert!(p.html.contains("Enrollment token (shown once"));
     assert!(p.html.contains("picket-agent enroll --server"));
-    assert!(p.html.contains("msiexec /i picket-agent-0.1.0-x64.msi /qn SERVER_URL="));
+    assert!(
+        p.html
+            .contains("msiexec /i picket-agent-0.1.0-x64.msi /qn SERVER_URL=")
+    );
     assert!(p.html.contains("0 of 3"));
     let again = get(app, "/settings", &w.admin).await;
-    assert!(!again.html.contains("Enrollment token (shown once"), "shown once only");
+    assert!(
+        !again.html.contains("Enrollment token (shown once"),
+        "shown once only"
+    );
 
     let body = "name=ci&scope=rules%3Aread&scope=deployments%3Arequest";
     let r = browser()
@@ -569,17 +668,62 @@ async fn settings_show_secrets_once_and_install_commands() {
     assert_eq!(a.status, 200);
 
     // Invitations: a link, accepted on the console's invitation page.
-    let p = post(app, "/settings/invitations", &w.admin, &[("email", "new@acme.test"), ("role", "viewer"), ("approver", "on")]).await;
+    let p = post(
+        app,
+        "/settings/invitations",
+        &w.admin,
+        &[
+            ("email", "new@acme.test"),
+            ("role", "viewer"),
+            ("approver", "on"),
+        ],
+    )
+    .await;
     assert_eq!(p.status, 200);
     let i = p.html.find("/invitation?token=").unwrap() + "/invitation?token=".len();
     let token: String = p.html[i..].chars().take_while(|c| *c != '<').collect();
-    let accepted = page(app, "POST", "/invitation", None, &[("token", token.as_str()), ("password", PASSWORD)], &[]).await;
-    assert_eq!((accepted.status, accepted.location.as_str()), (303, "/"), "{}", accepted.html);
+    let accepted = page(
+        app,
+        "POST",
+        "/invitation",
+        None,
+        &[("token", token.as_str()), ("password", PASSWORD)],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (accepted.status, accepted.location.as_str()),
+        (303, "/"),
+        "{}",
+        accepted.html
+    );
     let newbie = cookie_of(&accepted);
     let home = get(app, "/", &newbie).await;
     assert!(home.html.contains("new@acme.test"));
 
-    // Role change from the users table (approver flag off again).
+    // Password change from the account page; the old password stops working.
+    let p = post(
+        app,
+        "/account/password",
+        &newbie,
+        &[
+            ("current_password", PASSWORD),
+            ("new_password", "another-long-passphrase-9"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (p.status, p.location.as_str()),
+        (303, "/account?done=password")
+    );
+    assert_eq!(app.login("new@acme.test", PASSWORD).await.status, 401);
+    assert_eq!(
+        app.login("new@acme.test", "another-long-passphrase-9")
+            .await
+            .status,
+        200
+    );
+    // Role change (which ends the person's sessions) from the users table (approver flag off again).
     let id = user::Entity::find()
         .all(&app.db)
         .await
@@ -588,9 +732,19 @@ async fn settings_show_secrets_once_and_install_commands() {
         .find(|u| u.email == "new@acme.test")
         .unwrap()
         .id;
-    let p = post(app, &format!("/settings/users/{id}/role"), &w.admin, &[("role", "user")]).await;
+    let p = post(
+        app,
+        &format!("/settings/users/{id}/role"),
+        &w.admin,
+        &[("role", "user")],
+    )
+    .await;
     assert_eq!(p.status, 303);
-    let u = user::Entity::find_by_id(id).one(&app.db).await.unwrap().unwrap();
+    let u = user::Entity::find_by_id(id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((u.role.as_str(), u.approver), ("user", false));
     // One's own role cannot be changed: the page says why.
     let admin_id = user::Entity::find()
@@ -601,22 +755,27 @@ async fn settings_show_secrets_once_and_install_commands() {
         .find(|u| u.email == "admin@acme.test")
         .unwrap()
         .id;
-    let p = post(app, &format!("/settings/users/{admin_id}/role"), &w.admin, &[("role", "viewer")]).await;
+    let p = post(
+        app,
+        &format!("/settings/users/{admin_id}/role"),
+        &w.admin,
+        &[("role", "viewer")],
+    )
+    .await;
     assert_eq!(p.status, 409);
     assert!(p.html.contains("cannot change their own role"));
-
-    // Password change from the account page; the old password stops working.
-    let p = post(app, "/account/password", &newbie, &[("current_password", PASSWORD), ("new_password", "another-long-passphrase-9")]).await;
-    assert_eq!((p.status, p.location.as_str()), (303, "/account?done=password"));
-    assert_eq!(app.login("new@acme.test", PASSWORD).await.status, 401);
-    assert_eq!(app.login("new@acme.test", "another-long-passphrase-9").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_of_ten_thousand_agents_is_paged_sorted_and_indexed() {
     let w = world().await;
     let app = &w.app;
-    let tenant = user::Entity::find().one(&app.db).await.unwrap().unwrap().tenant_id;
+    let tenant = user::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .tenant_id;
     let now = picket_server::time::unix_now();
     let started = std::time::Instant::now();
     for chunk in 0..20 {
@@ -641,7 +800,10 @@ async fn fleet_of_ten_thousand_agents_is_paged_sorted_and_indexed() {
                 }
             })
             .collect();
-        agent::Entity::insert_many(rows).exec(&app.db).await.unwrap();
+        agent::Entity::insert_many(rows)
+            .exec(&app.db)
+            .await
+            .unwrap();
     }
     println!("inserted 10,000 agents in {:?}", started.elapsed());
 
@@ -649,7 +811,11 @@ async fn fleet_of_ten_thousand_agents_is_paged_sorted_and_indexed() {
     let p = get(app, "/fleet?sort=host&dir=asc&page=3", &w.sam).await;
     let first_page = t.elapsed();
     assert_eq!(p.status, 200);
-    assert!(p.html.contains("Showing 151–200 of 10001 agents"), "{}", &p.html[..2000.min(p.html.len())]);
+    assert!(
+        p.html.contains("Showing 151–200 of 10001 agents"),
+        "{}",
+        &p.html[..2000.min(p.html.len())]
+    );
     assert!(p.html.contains(">edge-00150<"));
     assert!(p.html.contains(">edge-00199<"));
     assert!(!p.html.contains(">edge-00200<"));
@@ -661,9 +827,17 @@ async fn fleet_of_ten_thousand_agents_is_paged_sorted_and_indexed() {
     assert!(p.html.contains(">host-1<"), "host-1 sorts after edge-*");
     assert!(p.html.contains("aria-sort=\"descending\""));
     let p = get(app, "/fleet?host=edge-0999&page=0", &w.sam).await;
-    assert!(p.html.contains("Showing 1–10 of 10 agents"), "prefix filter");
+    assert!(
+        p.html.contains("Showing 1–10 of 10 agents"),
+        "prefix filter"
+    );
     let t = std::time::Instant::now();
-    let p = get(app, "/fleet?live=disconnected&sort=last_seen&dir=desc&page=100", &w.sam).await;
+    let p = get(
+        app,
+        "/fleet?live=disconnected&sort=last_seen&dir=desc&page=100",
+        &w.sam,
+    )
+    .await;
     let offline_page = t.elapsed();
     assert!(p.html.contains("Showing 5001–5050 of 10001 agents"));
     let p = get(app, "/fleet?live=connected", &w.sam).await;

@@ -579,7 +579,10 @@ fn every_console_route_is_listed_with_who_may_call_it() {
         "console routes missing from CONSOLE in this test: {missing:?}"
     );
     let extra: Vec<_> = table.difference(&served).collect();
-    assert!(extra.is_empty(), "CONSOLE names routes that do not exist: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "CONSOLE names routes that do not exist: {extra:?}"
+    );
     // The console's permissions are the API's: no page is looser than the
     // API route that does the same thing.
     let need = |m: &str, p: &str| {
@@ -588,7 +591,10 @@ fn every_console_route_is_listed_with_who_may_call_it() {
             .find(|(cm, cp, _)| *cm == m && *cp == p)
             .map(|(_, _, n)| *n)
     };
-    assert_eq!(need("POST", "/deployments/{id}/approve"), Some(Need::Approve));
+    assert_eq!(
+        need("POST", "/deployments/{id}/approve"),
+        Some(Need::Approve)
+    );
     assert_eq!(need("GET", "/audit"), Some(Need::ReadAudit));
     assert_eq!(need("GET", "/settings"), Some(Need::Admin));
 }

@@ -171,7 +171,10 @@ async fn healthz() -> impl IntoResponse {
 
 /// Unknown routes: the API's JSON error, or the console's HTML page for a
 /// browser navigating outside `/v1/`.
-async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> axum::response::Response {
+async fn not_found(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
     let browser = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

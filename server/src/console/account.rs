@@ -7,7 +7,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{Chrome, Page, PageForm, PagePath, PageQuery, PageResult, ok, render, safe_next, see_other};
+use super::{
+    Chrome, Page, PageForm, PagePath, PageQuery, PageResult, ok, render, safe_next, see_other,
+};
 use crate::AppState;
 use crate::auth::{self, ClientIp, perm};
 use crate::config::Mode;
@@ -34,11 +36,9 @@ struct LoginPage {
 /// A response that sets the session cookie and goes to `to`.
 fn signed_in(state: &AppState, secret: &str, to: &str) -> Response {
     let mut res = see_other(to);
-    if let Some(c) = crate::api::accounts::session_cookie(
-        state,
-        secret,
-        state.config.session_absolute_secs,
-    ) {
+    if let Some(c) =
+        crate::api::accounts::session_cookie(state, secret, state.config.session_absolute_secs)
+    {
         res.headers_mut().insert(header::SET_COOKIE, c);
     }
     res
@@ -148,8 +148,14 @@ pub async fn claim_submit(
     ip: ClientIp,
     PageForm(f): PageForm<ClaimForm>,
 ) -> PageResult {
-    let res = accounts::register(&state, &f.tenant_name, &f.email, f.password.clone(), ip.text())
-        .await;
+    let res = accounts::register(
+        &state,
+        &f.tenant_name,
+        &f.email,
+        f.password.clone(),
+        ip.text(),
+    )
+    .await;
     match res {
         Ok(u) => {
             let (_, secret) =

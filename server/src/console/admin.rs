@@ -9,7 +9,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::views::{self, Badge};
-use super::{Chrome, Page, PageForm, PagePath, PageQuery, PageResult, encode_query, ok, render, see_other};
+use super::{
+    Chrome, Page, PageForm, PagePath, PageQuery, PageResult, encode_query, ok, render, see_other,
+};
 use crate::AppState;
 use crate::audit::{checkpoint, query, verify};
 use crate::auth::{CurrentUser, Role, Scope, perm};
@@ -79,7 +81,10 @@ fn day(name: &str, v: &str) -> Result<Option<i64>, ApiError> {
     time::Date::parse(v, &fmt)
         .map(|d| Some(d.midnight().assume_utc().unix_timestamp()))
         .map_err(|_| {
-            ApiError::bad_request("invalid_query", format!("{name}: expected a date such as 2026-11-23"))
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{name}: expected a date such as 2026-11-23"),
+            )
         })
 }
 
@@ -99,7 +104,11 @@ pub async fn audit(
         ("resource_type", &p.resource_type),
     ] {
         if v.len() > 200 {
-            return Err(ApiError::bad_request("invalid_query", format!("{name}: at most 200 bytes")).into());
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("{name}: at most 200 bytes"),
+            )
+            .into());
         }
     }
     if !matches!(p.outcome.as_str(), "" | "success" | "failure" | "denied") {
@@ -177,7 +186,9 @@ pub async fn audit(
         Some(c) => {
             // Recomputes the tree from the stored events and checks every
             // checkpoint's root and signature (what `admin audit verify` does).
-            let reports = verify::verify_all(&state.db, Some(&log)).await?;
+            let reports = verify::verify_all(&state.db, Some(&log))
+                .await
+                .map_err(ApiError::Internal)?;
             let verified = !reports.is_empty() && reports.iter().all(verify::LogReport::ok);
             let report = reports
                 .iter()
@@ -317,13 +328,25 @@ async fn settings_page(
         .take(50)
         .map(|i| {
             let state = if i.accepted_at.is_some() {
-                Badge { label: "accepted", class: "ok" }
+                Badge {
+                    label: "accepted",
+                    class: "ok",
+                }
             } else if i.revoked_at.is_some() {
-                Badge { label: "revoked", class: "muted" }
+                Badge {
+                    label: "revoked",
+                    class: "muted",
+                }
             } else if i.expires_at <= now {
-                Badge { label: "expired", class: "muted" }
+                Badge {
+                    label: "expired",
+                    class: "muted",
+                }
             } else {
-                Badge { label: "pending", class: "warn" }
+                Badge {
+                    label: "pending",
+                    class: "warn",
+                }
             };
             (i.email, i.role, views::when(i.expires_at), state)
         })
@@ -337,7 +360,9 @@ async fn settings_page(
             prefix: k.prefix,
             scopes: k.scopes,
             expires: views::when(k.expires_at),
-            last_used: k.last_used_at.map_or_else(|| "never".to_owned(), |t| views::ago(now, t)),
+            last_used: k
+                .last_used_at
+                .map_or_else(|| "never".to_owned(), |t| views::ago(now, t)),
             revoked: k.revoked_at.is_some() || k.expires_at <= now,
         })
         .collect();
@@ -350,23 +375,30 @@ async fn settings_page(
             uses: format!("{} of {}", t.uses, t.max_uses),
             expires: views::when(t.expires_at),
             state: if t.revoked_at.is_some() {
-                Badge { label: "revoked", class: "muted" }
+                Badge {
+                    label: "revoked",
+                    class: "muted",
+                }
             } else if t.uses >= t.max_uses {
-                Badge { label: "used", class: "muted" }
+                Badge {
+                    label: "used",
+                    class: "muted",
+                }
             } else if t.expires_at <= now {
-                Badge { label: "expired", class: "muted" }
+                Badge {
+                    label: "expired",
+                    class: "muted",
+                }
             } else {
-                Badge { label: "usable", class: "ok" }
+                Badge {
+                    label: "usable",
+                    class: "ok",
+                }
             },
         })
         .collect();
-    let agents_page = q::fleet_page(
-        &state.db,
-        &state.registry,
-        scope,
-        &q::FleetQuery::default(),
-    )
-    .await?;
+    let agents_page =
+        q::fleet_page(&state.db, &state.registry, scope, &q::FleetQuery::default()).await?;
     let agents: Vec<(Uuid, String)> = agents_page
         .rows
         .iter()
@@ -443,8 +475,9 @@ pub async fn set_role(
     PagePath(id): PagePath<Uuid>,
     PageForm(f): PageForm<RoleForm>,
 ) -> PageResult {
-    let role = Role::parse(&f.role)
-        .ok_or_else(|| ApiError::bad_request("invalid_field", "role must be admin, user or viewer"))?;
+    let role = Role::parse(&f.role).ok_or_else(|| {
+        ApiError::bad_request("invalid_field", "role must be admin, user or viewer")
+    })?;
     match accounts::set_role(&state.db, &admin, id, role, f.approver.is_some()).await {
         Ok(_) => Ok(see_other("/settings?done=role#users")),
         Err(e) => settings_error(&state, &admin, e).await,
@@ -465,9 +498,19 @@ pub async fn invite(
     admin: Page<perm::Administer>,
     PageForm(f): PageForm<InviteForm>,
 ) -> PageResult {
-    let role = Role::parse(&f.role)
-        .ok_or_else(|| ApiError::bad_request("invalid_field", "role must be admin, user or viewer"))?;
-    match invitations::create(&state.db, &admin, &f.email, role, f.approver.is_some(), None).await {
+    let role = Role::parse(&f.role).ok_or_else(|| {
+        ApiError::bad_request("invalid_field", "role must be admin, user or viewer")
+    })?;
+    match invitations::create(
+        &state.db,
+        &admin,
+        &f.email,
+        role,
+        f.approver.is_some(),
+        None,
+    )
+    .await
+    {
         Ok((_, secret)) => {
             let link = format!(
                 "{}/invitation?token={}",
@@ -485,8 +528,8 @@ pub async fn invite(
     }
 }
 
-/// The API key form's fields (`scope` repeats; parsed by hand because
-/// `serde_urlencoded` has no sequences).
+/// `POST /settings/api-keys`: shows the key once. The form's `scope` field
+/// repeats, so the body is read as pairs (`serde_urlencoded` has no sequences).
 pub async fn create_api_key(
     State(state): State<AppState>,
     admin: Page<perm::Administer>,
@@ -601,8 +644,16 @@ pub async fn create_connection(
         name: f.name,
         agent_id: f.agent_id,
         base_url: f.base_url,
-        app: if f.app.is_empty() { "search".into() } else { f.app },
-        owner: if f.owner.is_empty() { "nobody".into() } else { f.owner },
+        app: if f.app.is_empty() {
+            "search".into()
+        } else {
+            f.app
+        },
+        owner: if f.owner.is_empty() {
+            "nobody".into()
+        } else {
+            f.owner
+        },
         token: zeroize::Zeroizing::new(f.token),
     };
     match connections::create_splunk(&state, admin.tenant_id, admin.id, input).await {

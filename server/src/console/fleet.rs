@@ -19,7 +19,11 @@ use crate::time::unix_now;
 
 /// The fleet status of an agent (as the API derives it): revoked, offline
 /// (not connected), degraded (a SIEM unreachable) or online.
-pub fn status(registry: &Registry, a: &agent::Model, h: Option<&agent_health::Model>) -> &'static str {
+pub fn status(
+    registry: &Registry,
+    a: &agent::Model,
+    h: Option<&agent_health::Model>,
+) -> &'static str {
     if a.revoked_at.is_some() {
         "revoked"
     } else if !registry.is_connected(a.id) {
@@ -149,7 +153,10 @@ pub async fn fleet(
                         latency.map(|l| format!(", {l} ms")).unwrap_or_default()
                     )
                 },
-                cpu: h.as_ref().map(|h| format!("{:.1} %", h.cpu_percent)).unwrap_or_default(),
+                cpu: h
+                    .as_ref()
+                    .map(|h| format!("{:.1} %", h.cpu_percent))
+                    .unwrap_or_default(),
                 mem: h
                     .as_ref()
                     .map(|h| {
@@ -248,7 +255,10 @@ pub async fn agent(
     let samples =
         q::health_history(&state.db, scope, id, now - HISTORY_SECS, HISTORY_POINTS).await?;
     #[allow(clippy::cast_precision_loss)] // chart values
-    let cpu: Vec<(i64, f64)> = samples.iter().map(|s| (s.reported_at, s.cpu_percent)).collect();
+    let cpu: Vec<(i64, f64)> = samples
+        .iter()
+        .map(|s| (s.reported_at, s.cpu_percent))
+        .collect();
     #[allow(clippy::cast_precision_loss)]
     let mem: Vec<(i64, f64)> = samples
         .iter()
@@ -278,12 +288,21 @@ pub async fn agent(
                 .find(|c| c.id == s.connection_id)
                 .map_or_else(|| s.connection_id.to_string(), |c| c.name.clone()),
             badge: if s.reachable {
-                Badge { label: "reachable", class: "ok" }
+                Badge {
+                    label: "reachable",
+                    class: "ok",
+                }
             } else {
-                Badge { label: "unreachable", class: "bad" }
+                Badge {
+                    label: "unreachable",
+                    class: "bad",
+                }
             },
             latency: s.latency_ms.map(|l| format!("{l} ms")).unwrap_or_default(),
-            error: s.error_class.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+            error: s
+                .error_class
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
         })
         .collect();
     let jobs = q::recent_jobs(&state.db, scope, id, 20)
@@ -302,15 +321,15 @@ pub async fn agent(
     ok(&AgentPage {
         chrome: Chrome::of(&user, v.agent.hostname.clone(), "fleet"),
         badge: views::agent_badge(st),
-        last_seen: v
-            .agent
-            .last_seen_at
-            .map_or_else(|| "never".to_owned(), |t| format!("{} ({})", views::when(t), views::ago(now, t))),
+        last_seen: v.agent.last_seen_at.map_or_else(
+            || "never".to_owned(),
+            |t| format!("{} ({})", views::when(t), views::ago(now, t)),
+        ),
         enrolled: views::when(v.agent.enrolled_at),
-        reported: v
-            .health
-            .as_ref()
-            .map_or_else(|| "no health report yet".to_owned(), |h| views::ago(now, h.reported_at)),
+        reported: v.health.as_ref().map_or_else(
+            || "no health report yet".to_owned(),
+            |h| views::ago(now, h.reported_at),
+        ),
         cpu_chart: views::line_chart(&cpu, "Agent CPU, percent of one core, last 24 h", "%"),
         mem_chart: views::line_chart(&mem, "Agent resident memory, last 24 h", "MiB"),
         siem_chart: views::line_chart(&reach, "SIEM connections reachable, last 24 h", "%"),

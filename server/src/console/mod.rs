@@ -71,7 +71,10 @@ pub fn router() -> Router<AppState> {
         .route("/rules", get(work::rules))
         .route("/rules/new", get(work::new_rule).post(work::create_rule))
         .route("/rules/{id}", get(work::rule))
-        .route("/rules/{id}/edit", get(work::edit_rule).post(work::save_rule))
+        .route(
+            "/rules/{id}/edit",
+            get(work::edit_rule).post(work::save_rule),
+        )
         .route("/rules/{id}/deploy", post(work::request_deploy))
         .route("/fleet", get(fleet::fleet))
         .route("/fleet/{id}", get(fleet::agent))
@@ -80,7 +83,10 @@ pub fn router() -> Router<AppState> {
         .route("/settings/users/{id}/role", post(admin::set_role))
         .route("/settings/invitations", post(admin::invite))
         .route("/settings/api-keys", post(admin::create_api_key))
-        .route("/settings/api-keys/{id}/revoke", post(admin::revoke_api_key))
+        .route(
+            "/settings/api-keys/{id}/revoke",
+            post(admin::revoke_api_key),
+        )
         .route(
             "/settings/enrollment-tokens",
             post(admin::create_enrollment_token),
@@ -282,8 +288,9 @@ pub fn render<T: Template>(status: StatusCode, t: &T) -> Response {
             html,
         )
             .into_response(),
-        Err(e) => PageError::Api(ApiError::Internal(anyhow::anyhow!("template: {e}")))
-            .into_response(),
+        Err(e) => {
+            PageError::Api(ApiError::Internal(anyhow::anyhow!("template: {e}"))).into_response()
+        }
     }
 }
 
@@ -331,14 +338,19 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let e = match self {
             PageError::SignIn(next) => {
-                return see_other(&format!("/login?next={}", encode_query(&safe_next(Some(&next)))));
+                return see_other(&format!(
+                    "/login?next={}",
+                    encode_query(&safe_next(Some(&next)))
+                ));
             }
             PageError::Api(e) => e,
         };
         let (status, heading, message) = match &e {
-            ApiError::BadRequest { message, .. } => {
-                (StatusCode::BAD_REQUEST, "That did not work", message.clone())
-            }
+            ApiError::BadRequest { message, .. } => (
+                StatusCode::BAD_REQUEST,
+                "That did not work",
+                message.clone(),
+            ),
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "Sign-in required",
@@ -371,7 +383,9 @@ impl IntoResponse for PageError {
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Something went wrong",
-                    format!("internal error (incident {incident}); the details are in the server log"),
+                    format!(
+                        "internal error (incident {incident}); the details are in the server log"
+                    ),
                 )
             }
         };

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::views::{self, Badge, DiffLine};
-use super::{Chrome, Page, PageError, PageForm, PagePath, PageQuery, PageResult, may, ok, render, see_other};
+use super::{
+    Chrome, Page, PageError, PageForm, PagePath, PageQuery, PageResult, may, ok, render, see_other,
+};
 use crate::AppState;
 use crate::auth::{CurrentUser, Permission, perm};
 use crate::db::entity::{deployment, rule_version};
@@ -52,7 +54,10 @@ fn row(
     DeploymentRow {
         id: d.id,
         rule_id: d.rule_id,
-        rule: titles.get(&d.rule_id).cloned().unwrap_or_else(|| "(rule)".into()),
+        rule: titles
+            .get(&d.rule_id)
+            .cloned()
+            .unwrap_or_else(|| "(rule)".into()),
         version: d.version,
         action: d.action.clone(),
         connection: conns.get(&d.connection_id).cloned().unwrap_or_default(),
@@ -272,7 +277,8 @@ pub async fn live(
                         "class": b.class,
                         "error_class": d.error_class,
                     });
-                    p.queue.push(Event::default().event("status").data(data.to_string()));
+                    p.queue
+                        .push(Event::default().event("status").data(data.to_string()));
                 }
                 // Bounded: a map entry per deployment seen by this stream.
                 if p.sent.len() > 10_000 {
@@ -300,7 +306,6 @@ struct DeploymentPage {
     message: String,
     digest: String,
     agent_id: Uuid,
-    version: rule_version::Model,
     previous: Option<i32>,
     diff: Vec<DiffLine>,
     fields: Vec<(&'static str, String, String)>,
@@ -335,8 +340,16 @@ pub async fn deployment(
         ("Title", pf(|p| p.title.clone()), v.title.clone()),
         ("Severity", pf(|p| p.severity.clone()), v.severity.clone()),
         ("Schedule (cron)", pf(|p| p.cron.clone()), v.cron.clone()),
-        ("Window", pf(|p| format!("{} to {}", p.earliest, p.latest)), format!("{} to {}", v.earliest, v.latest)),
-        ("Description", pf(|p| p.description.clone()), v.description.clone()),
+        (
+            "Window",
+            pf(|p| format!("{} to {}", p.earliest, p.latest)),
+            format!("{} to {}", v.earliest, v.latest),
+        ),
+        (
+            "Description",
+            pf(|p| p.description.clone()),
+            v.description.clone(),
+        ),
     ];
     let approvals_rows = deployments::approvals(&state.db, user.tenant_id, id).await?;
     let approved_by_me = approvals_rows.iter().any(|a| a.user_id == user.id);
@@ -379,7 +392,6 @@ pub async fn deployment(
         digest: d.digest.clone(),
         agent_id: d.agent_id,
         previous: prev.as_ref().map(|p| p.version),
-        version: v,
         diff,
         fields,
         approvals,
@@ -455,7 +467,11 @@ pub async fn rules(
     let scope = user.scope();
     let latest = q::latest_versions(&state.db, scope).await?;
     let mut status: HashMap<Uuid, String> = HashMap::new();
-    for d in deployments::list(&state.db, user.tenant_id, 1000).await?.into_iter().rev() {
+    for d in deployments::list(&state.db, user.tenant_id, 1000)
+        .await?
+        .into_iter()
+        .rev()
+    {
         status.insert(d.rule_id, d.status);
     }
     let all = rules::list(&state.db, user.tenant_id).await?;
@@ -468,7 +484,10 @@ pub async fn rules(
             severity.is_empty() || latest.get(&r.id).is_some_and(|v| v.severity == severity)
         })
         .map(|r| RuleRow {
-            severity: latest.get(&r.id).map(|v| v.severity.clone()).unwrap_or_default(),
+            severity: latest
+                .get(&r.id)
+                .map(|v| v.severity.clone())
+                .unwrap_or_default(),
             status: status.get(&r.id).map(|s| views::deployment_badge(s)),
             id: r.id,
             title: r.name,
@@ -493,7 +512,7 @@ struct RulePage {
     chrome: Chrome,
     id: Uuid,
     title: String,
-    versions: Vec<rule_version::Model>,
+    versions: Vec<VersionRow>,
     shown: rule_version::Model,
     a: i32,
     b: i32,
@@ -501,6 +520,14 @@ struct RulePage {
     can_author: bool,
     can_request: bool,
     connections: Vec<(Uuid, String)>,
+}
+
+/// A version in the rule page's list.
+struct VersionRow {
+    version: i32,
+    title: String,
+    severity: String,
+    created: String,
 }
 
 /// Which versions the rule page compares.
@@ -519,7 +546,10 @@ pub async fn rule(
     PageQuery(cq): PageQuery<CompareQuery>,
 ) -> PageResult {
     let (r, versions) = rules::get(&state.db, user.tenant_id, id).await?;
-    let latest = versions.first().cloned().ok_or(ApiError::NotFound("rule version"))?;
+    let latest = versions
+        .first()
+        .cloned()
+        .ok_or(ApiError::NotFound("rule version"))?;
     let b = cq.b.unwrap_or(latest.version);
     let a = cq.a.unwrap_or((b - 1).max(1));
     let find = |n: i32| versions.iter().find(|v| v.version == n).cloned();
@@ -540,7 +570,15 @@ pub async fn rule(
         id: r.id,
         title: r.name,
         shown: vb,
-        versions,
+        versions: versions
+            .iter()
+            .map(|v| VersionRow {
+                version: v.version,
+                title: v.title.clone(),
+                severity: v.severity.clone(),
+                created: views::when(v.created_at),
+            })
+            .collect(),
         a,
         b,
         diff,
@@ -603,10 +641,18 @@ fn field_of(message: &str) -> &'static str {
         .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
         .next()
         .unwrap_or("");
-    ["title", "description", "severity", "query", "cron", "earliest", "latest"]
-        .into_iter()
-        .find(|f| *f == first)
-        .unwrap_or("")
+    [
+        "title",
+        "description",
+        "severity",
+        "query",
+        "cron",
+        "earliest",
+        "latest",
+    ]
+    .into_iter()
+    .find(|f| *f == first)
+    .unwrap_or("")
 }
 
 fn rule_form(
@@ -637,10 +683,22 @@ pub async fn new_rule(user: Page<perm::Author>) -> PageResult {
         latest: "now".into(),
         ..RuleForm::default()
     };
-    ok(&rule_form(&user, "/rules/new".into(), "New rule".into(), f, None))
+    ok(&rule_form(
+        &user,
+        "/rules/new".into(),
+        "New rule".into(),
+        f,
+        None,
+    ))
 }
 
-fn refused(user: &CurrentUser, action: String, heading: String, f: RuleForm, e: ApiError) -> PageResult {
+fn refused(
+    user: &CurrentUser,
+    action: String,
+    heading: String,
+    f: RuleForm,
+    e: ApiError,
+) -> PageResult {
     match e {
         ApiError::BadRequest { message, .. } => Ok(render(
             StatusCode::BAD_REQUEST,

@@ -163,7 +163,8 @@ pub async fn fleet_page(
                 .filter(agent::Column::Id.is_in(page.clone()))
                 .all(db)
                 .await?;
-            let pos: HashMap<Uuid, usize> = page.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+            let pos: HashMap<Uuid, usize> =
+                page.iter().enumerate().map(|(i, id)| (*id, i)).collect();
             rows.sort_by_key(|a| pos.get(&a.id).copied().unwrap_or(usize::MAX));
             (rows, total)
         }

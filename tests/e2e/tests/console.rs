@@ -162,7 +162,11 @@ impl Ui<'_> {
             .click()
             .await
             .unwrap();
-        self.c.wait().for_element(Locator::Css("#email")).await.unwrap();
+        self.c
+            .wait()
+            .for_element(Locator::Css("#email"))
+            .await
+            .unwrap();
     }
 
     async fn text(&self, css: &str) -> String {
@@ -176,12 +180,7 @@ impl Ui<'_> {
     }
 
     async fn has(&self, css: &str) -> bool {
-        !self
-            .c
-            .find_all(Locator::Css(css))
-            .await
-            .unwrap()
-            .is_empty()
+        !self.c.find_all(Locator::Css(css)).await.unwrap().is_empty()
     }
 
     async fn shot(&self, name: &str) {
@@ -191,17 +190,21 @@ impl Ui<'_> {
 
     /// Reloads `path` until `css` has text containing `want`.
     async fn reload_until(&self, path: &str, css: &str, want: &str) {
-        wait::until(&format!("{css} to read {want:?} on {path}"), EVENTUALLY, || async {
-            self.go(path).await;
-            let found = self.c.find_all(Locator::Css(css)).await?;
-            for e in found {
-                if e.text().await?.contains(want) {
-                    return Ok(Some(()));
+        wait::until(
+            &format!("{css} to read {want:?} on {path}"),
+            EVENTUALLY,
+            || async {
+                self.go(path).await;
+                let found = self.c.find_all(Locator::Css(css)).await?;
+                for e in found {
+                    if e.text().await?.contains(want) {
+                        return Ok(Some(()));
+                    }
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            Ok(None)
-        })
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(None)
+            },
+        )
         .await
         .unwrap();
     }
@@ -218,7 +221,10 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
     let driver = Driver::start().await;
     let mut s = Stack::start(StackOpts::default()).await.unwrap();
     s.admin
-        .post_ok("/v1/users", json!({ "email": "vic@acme.test", "password": PASSWORD, "role": "viewer" }))
+        .post_ok(
+            "/v1/users",
+            json!({ "email": "vic@acme.test", "password": PASSWORD, "role": "viewer" }),
+        )
         .await
         .unwrap();
     let (rule_id, _) = s
@@ -249,15 +255,26 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
     // The requester signs in and lands back on the request: no approve button.
     ui.sign_in("dana@acme.test", &dep_path).await;
     assert!(c.current_url().await.unwrap().path().ends_with(&dep_path));
-    assert!(!ui.has("#approve").await, "the requester sees an approve button");
-    assert!(ui.text("#why-not").await.contains("You requested this deployment"));
+    assert!(
+        !ui.has("#approve").await,
+        "the requester sees an approve button"
+    );
+    assert!(
+        ui.text("#why-not")
+            .await
+            .contains("You requested this deployment")
+    );
     assert_eq!(ui.text("#deployment-status").await, "awaiting approval");
     ui.sign_out().await;
 
     // A Viewer: no approve button, and Settings is a 403 page.
     ui.sign_in("vic@acme.test", &dep_path).await;
     assert!(!ui.has("#approve").await, "a viewer sees an approve button");
-    assert!(ui.text("#why-not").await.contains("Your role cannot approve"));
+    assert!(
+        ui.text("#why-not")
+            .await
+            .contains("Your role cannot approve")
+    );
     ui.go("/settings").await;
     assert_eq!(ui.text("h1").await, "Not allowed");
     ui.sign_out().await;
@@ -266,12 +283,17 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
     ui.sign_in("sam@acme.test", "/fleet").await;
     ui.shot("fleet-online").await;
     s.agent.kill().await;
-    ui.reload_until("/fleet", "[data-agent-status]", "offline").await;
+    ui.reload_until("/fleet", "[data-agent-status]", "offline")
+        .await;
     ui.shot("fleet").await;
 
     // Sam approves while the agent is away: the item is queued.
     ui.go(&dep_path).await;
-    assert!(ui.text("#approvals-needed").await.contains("1 still needed"));
+    assert!(
+        ui.text("#approvals-needed")
+            .await
+            .contains("1 still needed")
+    );
     ui.shot("deployment-request").await;
     c.find(Locator::Css("#comment"))
         .await
@@ -279,7 +301,12 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
         .send_keys("Looks right; thresholds match the runbook.")
         .await
         .unwrap();
-    c.find(Locator::Css("#approve")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#approve"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     // The confirm dialog of console.js.
     c.accept_alert().await.unwrap();
     c.wait()
@@ -295,12 +322,25 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
     // The agent comes back, receives the job, applies it: the badge turns
     // "applied" through the live stream, on the same page.
     s.agent.start().unwrap();
-    wait::until("the status to turn applied without reload", EVENTUALLY, || async {
-        let t = c.find(Locator::Css("#deployment-status")).await?.text().await?;
-        Ok((t == "applied").then_some(()))
-    })
+    wait::until(
+        "the status to turn applied without reload",
+        EVENTUALLY,
+        || async {
+            let t = c
+                .find(Locator::Css("#deployment-status"))
+                .await?
+                .text()
+                .await?;
+            Ok((t == "applied").then_some(()))
+        },
+    )
     .await
-    .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", picket_e2e::stack::tail(&s.agent.log(), 30)));
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nagent log:\n{}",
+            picket_e2e::stack::tail(&s.agent.log(), 30)
+        )
+    });
     let marker = c
         .execute("return window.__picketMarker || null;", vec![])
         .await
@@ -311,9 +351,14 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
 
     // The deployments history shows it applied.
     ui.go("/deployments").await;
-    assert_eq!(ui.text(&format!("[data-deployment-status=\"{dep}\"]")).await, "applied");
+    assert_eq!(
+        ui.text(&format!("[data-deployment-status=\"{dep}\"]"))
+            .await,
+        "applied"
+    );
     ui.shot("deployments").await;
-    ui.reload_until("/fleet", "[data-agent-status]", "online").await;
+    ui.reload_until("/fleet", "[data-agent-status]", "online")
+        .await;
     ui.go(&format!("/fleet/{}", s.agent.agent_id)).await;
     assert!(ui.has("svg.chart polyline").await || ui.text(".charts").await.contains("No samples"));
     ui.shot("agent").await;
@@ -321,7 +366,8 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
     // A rule with a bad schedule: the message sits at the cron field.
     ui.go("/rules/new").await;
     ui.fill("#title", "Suspicious PowerShell").await;
-    ui.fill("#query", "index=win EventCode=4104 ScriptBlockText=*-enc*").await;
+    ui.fill("#query", "index=win EventCode=4104 ScriptBlockText=*-enc*")
+        .await;
     ui.fill("#cron", "61 * * * *").await;
     c.find(Locator::Css("form.rule-form button[type=submit]"))
         .await
@@ -329,10 +375,23 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
         .click()
         .await
         .unwrap();
-    let err = c.wait().for_element(Locator::Css("#cron-error")).await.unwrap();
-    assert!(err.text().await.unwrap().contains("cron"), "{}", err.text().await.unwrap());
+    let err = c
+        .wait()
+        .for_element(Locator::Css("#cron-error"))
+        .await
+        .unwrap();
+    assert!(
+        err.text().await.unwrap().contains("cron"),
+        "{}",
+        err.text().await.unwrap()
+    );
     assert_eq!(
-        c.find(Locator::Css("#cron")).await.unwrap().attr("aria-invalid").await.unwrap(),
+        c.find(Locator::Css("#cron"))
+            .await
+            .unwrap()
+            .attr("aria-invalid")
+            .await
+            .unwrap(),
         Some("true".to_owned())
     );
     ui.shot("rule-validation").await;
@@ -343,7 +402,10 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
         .click()
         .await
         .unwrap();
-    c.wait().for_element(Locator::Css("pre.query")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("pre.query"))
+        .await
+        .unwrap();
     assert_eq!(ui.text("h1").await, "Suspicious PowerShell");
     ui.shot("rule").await;
     ui.go("/rules").await;
@@ -353,16 +415,34 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
     ui.sign_out().await;
 
     // The admin: the audit log with the latest checkpoint, verified.
-    s.admin.post_ok("/v1/audit/checkpoint", json!({})).await.unwrap();
+    s.admin
+        .post_ok("/v1/audit/checkpoint", json!({}))
+        .await
+        .unwrap();
     ui.sign_in("admin@acme.test", "/audit").await;
-    ui.reload_until("/audit", "#checkpoint-state", "verified").await;
+    ui.reload_until("/audit", "#checkpoint-state", "verified")
+        .await;
     assert!(ui.text("#checkpoint").await.contains("consistent"));
     ui.shot("audit").await;
     ui.go("/settings").await;
-    c.find(Locator::Css("#tok-label")).await.unwrap().send_keys("siem-gw-02").await.unwrap();
-    c.find(Locator::Css("#enrollment button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#tok-label"))
+        .await
+        .unwrap()
+        .send_keys("siem-gw-02")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#enrollment button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     c.wait().for_element(Locator::Css("#secret")).await.unwrap();
-    assert!(ui.text("#secret").await.contains("picket-agent enroll --server"));
+    assert!(
+        ui.text("#secret")
+            .await
+            .contains("picket-agent enroll --server")
+    );
     ui.shot("settings-token").await;
     ui.go("/approvals").await;
     ui.shot("approvals").await;

@@ -22,10 +22,26 @@ fn a(name: &str) -> Alias {
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         let indexes: [(&str, &str, &[&str]); 6] = [
-            ("ix_agents_tenant_hostname", "agents", &["tenant_id", "hostname", "id"]),
-            ("ix_agents_tenant_version", "agents", &["tenant_id", "version", "id"]),
-            ("ix_agents_tenant_seen", "agents", &["tenant_id", "last_seen_at", "id"]),
-            ("ix_agents_tenant_enrolled", "agents", &["tenant_id", "enrolled_at", "id"]),
+            (
+                "ix_agents_tenant_hostname",
+                "agents",
+                &["tenant_id", "hostname", "id"],
+            ),
+            (
+                "ix_agents_tenant_version",
+                "agents",
+                &["tenant_id", "version", "id"],
+            ),
+            (
+                "ix_agents_tenant_seen",
+                "agents",
+                &["tenant_id", "last_seen_at", "id"],
+            ),
+            (
+                "ix_agents_tenant_enrolled",
+                "agents",
+                &["tenant_id", "enrolled_at", "id"],
+            ),
             (
                 "ix_deployments_tenant_updated",
                 "deployments",
