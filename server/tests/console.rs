@@ -411,6 +411,13 @@ async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
     assert_eq!(p.status, 200);
     assert_no_inline("settings with a token", &p.html);
 
+    // The audit page's export link works with the console's session.
+    let audit = get(app, "/audit?since=2020-01-01", &w.admin).await;
+    let i = audit.html.find("/v1/audit/export?format=jsonl").unwrap();
+    let href: String = audit.html[i..].chars().take_while(|c| *c != '"').collect();
+    let export = get(app, &href.replace("&amp;", "&"), &w.admin).await;
+    assert_eq!(export.status, 200, "{href}: {}", export.html);
+
     // Static files: long-lived cache, right types.
     let css = page(app, "GET", "/static/console.css", None, &[], &[]).await;
     assert!(css.content_type.starts_with("text/css"));

@@ -216,17 +216,20 @@ pub async fn audit(
         }
         None => None,
     };
-    let export_query = format!(
-        "since={}&until={}",
-        p.since
-            .is_empty()
-            .then(String::new)
-            .unwrap_or_else(|| encode_query(&format!("{}T00:00:00Z", p.since))),
-        p.until
-            .is_empty()
-            .then(String::new)
-            .unwrap_or_else(|| encode_query(&format!("{}T23:59:59Z", p.until)))
-    );
+    // The export takes RFC 3339 times (the same whole days as the filter);
+    // an absent bound is left out, not sent empty.
+    let mut export_query = String::new();
+    for (name, d, time) in [
+        ("since", &p.since, "00:00:00"),
+        ("until", &p.until, "23:59:59"),
+    ] {
+        if !d.is_empty() {
+            export_query.push_str(&format!(
+                "&{name}={}",
+                encode_query(&format!("{d}T{time}Z"))
+            ));
+        }
+    }
     ok(&AuditPage {
         chrome: Chrome::of(&user, "Audit log", "audit"),
         rows,
