@@ -13,6 +13,7 @@
 //!   role matrix (authorization in one place).
 //! - [`service`]: the domain operations; every query is tenant-scoped here.
 //! - [`api`]: HTTP routes grouped by resource, merged in one router.
+//! - [`console`]: the web console (server-rendered HTML on the same services).
 //! - [`gateway`]: agent connections, the live-connection registry and job delivery.
 //! - [`audit`]: the audit trail, written in the same transaction as each change.
 //! - [`metrics`]: `/metrics` (OpenMetrics text) and the HTTP latency middleware.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod gateway;

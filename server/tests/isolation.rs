@@ -125,7 +125,6 @@ const MATRIX: &[(&str, &str, Need)] = &[
 
 /// Routes served outside the JSON API document, and why.
 const NOT_IN_DOCUMENT: &[(&str, &str, &str)] = &[
-    ("GET", "/", "the landing page (HTML)"),
     ("GET", "/healthz", "the load balancer's health check"),
     ("GET", "/readyz", "the load balancer's readiness check"),
     (
@@ -141,9 +140,54 @@ const NOT_IN_DOCUMENT: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Every `.route("PATH", get(..).post(..))` in the router's source.
+/// The web console's pages (HTML, session cookie only; not in the API
+/// document). Each page takes the same `Auth` permission as the API; the
+/// console tests (`tests/console.rs`) exercise who sees what.
+const CONSOLE: &[(&str, &str, Need)] = &[
+    ("GET", "/", Need::View),
+    ("GET", "/login", Need::Public),
+    ("POST", "/login", Need::Public),
+    ("GET", "/claim", Need::Public),
+    ("POST", "/claim", Need::Public),
+    ("POST", "/logout", Need::Account),
+    ("GET", "/invitation", Need::Public),
+    ("POST", "/invitation", Need::Public),
+    ("GET", "/account", Need::Account),
+    ("POST", "/account/password", Need::Account),
+    ("POST", "/account/sessions/{id}/revoke", Need::Account),
+    ("GET", "/approvals", Need::View),
+    ("GET", "/deployments", Need::View),
+    ("GET", "/deployments/live", Need::View),
+    ("GET", "/deployments/{id}", Need::View),
+    ("POST", "/deployments/{id}/approve", Need::Approve),
+    ("GET", "/rules", Need::View),
+    ("GET", "/rules/new", Need::Author),
+    ("POST", "/rules/new", Need::Author),
+    ("GET", "/rules/{id}", Need::View),
+    ("GET", "/rules/{id}/edit", Need::Author),
+    ("POST", "/rules/{id}/edit", Need::Author),
+    ("POST", "/rules/{id}/deploy", Need::Request),
+    ("GET", "/fleet", Need::ReadAgents),
+    ("GET", "/fleet/{id}", Need::ReadAgents),
+    ("GET", "/audit", Need::ReadAudit),
+    ("GET", "/settings", Need::Admin),
+    ("POST", "/settings/users/{id}/role", Need::Admin),
+    ("POST", "/settings/invitations", Need::Admin),
+    ("POST", "/settings/api-keys", Need::Admin),
+    ("POST", "/settings/api-keys/{id}/revoke", Need::Admin),
+    ("POST", "/settings/enrollment-tokens", Need::Admin),
+    ("POST", "/settings/connections", Need::Admin),
+    ("GET", "/static/console.css", Need::Public),
+    ("GET", "/static/console.js", Need::Public),
+];
+
+/// Every `.route("PATH", get(..).post(..))` in the API router's source.
 fn source_routes() -> BTreeSet<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/api");
+    routes_in(concat!(env!("CARGO_MANIFEST_DIR"), "/src/api"))
+}
+
+/// Every `.route(..)` in the source files of `dir`.
+fn routes_in(dir: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
@@ -555,4 +599,37 @@ async fn role_matrix_over_every_route() {
         }
     }
     assert_eq!(cells, routes.len() * principals.len());
+}
+
+#[test]
+fn every_console_route_is_listed_with_who_may_call_it() {
+    let served = routes_in(concat!(env!("CARGO_MANIFEST_DIR"), "/src/console"));
+    let table: BTreeSet<(String, String)> = CONSOLE
+        .iter()
+        .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    let missing: Vec<_> = served.difference(&table).collect();
+    assert!(
+        missing.is_empty(),
+        "console routes missing from CONSOLE in this test: {missing:?}"
+    );
+    let extra: Vec<_> = table.difference(&served).collect();
+    assert!(
+        extra.is_empty(),
+        "CONSOLE names routes that do not exist: {extra:?}"
+    );
+    // The console's permissions are the API's: no page is looser than the
+    // API route that does the same thing.
+    let need = |m: &str, p: &str| {
+        CONSOLE
+            .iter()
+            .find(|(cm, cp, _)| *cm == m && *cp == p)
+            .map(|(_, _, n)| *n)
+    };
+    assert_eq!(
+        need("POST", "/deployments/{id}/approve"),
+        Some(Need::Approve)
+    );
+    assert_eq!(need("GET", "/audit"), Some(Need::ReadAudit));
+    assert_eq!(need("GET", "/settings"), Some(Need::Admin));
 }

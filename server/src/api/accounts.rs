@@ -107,7 +107,7 @@ pub struct LoginResponse {
 }
 
 /// The session cookie: `HttpOnly`, `SameSite=Lax`, `Secure` when served over TLS.
-fn session_cookie(state: &AppState, secret: &str, max_age: i64) -> Option<HeaderValue> {
+pub(crate) fn session_cookie(state: &AppState, secret: &str, max_age: i64) -> Option<HeaderValue> {
     let secure = if state.config.tls.is_some() || state.config.public_url.starts_with("https://") {
         "; Secure"
     } else {

@@ -171,26 +171,20 @@ async fn healthz() -> impl IntoResponse {
     "ok"
 }
 
-/// The landing page: what this server is and where its API lives. The web
-/// console replaces it; until then it must not pretend to be one.
-async fn index() -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        )],
-        concat!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Picket control plane</title></head>",
-            "<body><h1>Picket control plane</h1>",
-            "<p>This server is running. The web console is not built yet; use the JSON API.</p>",
-            "<ul><li><a href=\"/v1/openapi.json\">API description (OpenAPI)</a></li>",
-            "<li><a href=\"/healthz\">Health check</a></li></ul></body></html>"
-        ),
-    )
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("route")
+/// Unknown routes: the API's JSON error, or the console's HTML page for a
+/// browser navigating outside `/v1/`.
+async fn not_found(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if browser && !uri.path().starts_with("/v1/") {
+        return crate::console::PageError::Api(ApiError::NotFound("page")).into_response();
+    }
+    ApiError::NotFound("route").into_response()
 }
 
 /// The Content-Security-Policy of every response: only same-origin scripts,
@@ -216,8 +210,8 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(ops::router());
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(healthz))
+        .merge(crate::console::router())
         .route("/v1/agent/connect", get(crate::gateway::connect))
         .merge(api)
         .fallback(not_found)

@@ -21,11 +21,13 @@
 //! - [`sessions`]: listing and ending sessions.
 //! - [`rotation`]: master-secret rotation (re-wrapping every key in one transaction).
 //! - [`validate`]: input bounds shared by the services.
+//! - [`console`]: read queries only the web console needs (paged fleet, history).
 
 pub mod accounts;
 pub mod agents;
 pub mod api_keys;
 pub mod connections;
+pub mod console;
 pub mod deployments;
 pub mod drift;
 pub mod enrollment;

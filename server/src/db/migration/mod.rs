@@ -12,6 +12,7 @@ mod m20261123_000007_connectors;
 mod m20261123_000008_rule_lifecycle;
 mod m20261123_000009_deployment_batches;
 mod m20261123_000011_scale;
+mod m20261123_000010_console;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000008_rule_lifecycle::Migration),
             Box::new(m20261123_000009_deployment_batches::Migration),
             Box::new(m20261123_000011_scale::Migration),
+            Box::new(m20261123_000010_console::Migration),
         ]
     }
 }

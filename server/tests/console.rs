@@ -1,0 +1,882 @@
+//! The web console over plain HTTP (no JavaScript, as a browser with JS off
+//! or a screen reader's simple browser would use it): claiming a fresh
+//! install, sessions required everywhere, the strict CSP with no inline
+//! script or style in any page, role checks shown as HTML pages, forms
+//! (sign-in, rules with validation at the field, deployment request and
+//! approval) and the fleet table over 10,000 agents.
+
+// Test code, helpers included: a failed unwrap is a test failure at its exact line.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use picket_server::db::entity::{agent, user};
+use sea_orm::{ConnectionTrait as _, EntityTrait as _, Set};
+use support::{PASSWORD, TestApp, app};
+use uuid::Uuid;
+
+/// A browser-like client that does not follow redirects (the tests look at them).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+struct Page {
+    status: u16,
+    location: String,
+    csp: String,
+    content_type: String,
+    set_cookie: String,
+    html: String,
+}
+
+async fn page(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> Page {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = browser()
+        .request(m, app.url(path))
+        .header("accept", "text/html");
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("picket_session={c}"));
+    }
+    if method == "POST" {
+        req = req.form(form);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (location, csp, content_type, set_cookie) = (
+        h("location"),
+        h("content-security-policy"),
+        h("content-type"),
+        h("set-cookie"),
+    );
+    let status = r.status().as_u16();
+    Page {
+        status,
+        location,
+        csp,
+        content_type,
+        set_cookie,
+        html: r.text().await.unwrap(),
+    }
+}
+
+async fn get(app: &TestApp, path: &str, cookie: &str) -> Page {
+    page(app, "GET", path, Some(cookie), &[], &[]).await
+}
+
+async fn post(app: &TestApp, path: &str, cookie: &str, form: &[(&str, &str)]) -> Page {
+    page(app, "POST", path, Some(cookie), form, &[]).await
+}
+
+/// The session secret a `Set-Cookie` carries.
+fn cookie_of(p: &Page) -> String {
+    let v = p
+        .set_cookie
+        .strip_prefix("picket_session=")
+        .unwrap_or_else(|| panic!("no session cookie in {:?}", p.set_cookie));
+    v.split(';').next().unwrap().to_owned()
+}
+
+/// Everything a page must not contain for the CSP to hold without weakening
+/// it: inline scripts, inline styles, event-handler attributes, `javascript:` URLs.
+fn assert_no_inline(path: &str, html: &str) {
+    let lower = html.to_lowercase();
+    let mut rest = lower.as_str();
+    while let Some(i) = rest.find("<script") {
+        let tag_end = rest[i..].find('>').unwrap() + i;
+        let tag = &rest[i..tag_end];
+        assert!(tag.contains(" src="), "{path}: inline <script> {tag}");
+        let after = &rest[tag_end + 1..];
+        assert!(
+            after.starts_with("</script>"),
+            "{path}: a script tag with a body"
+        );
+        rest = after;
+    }
+    assert!(!lower.contains("<style"), "{path}: <style> element");
+    assert!(!lower.contains(" style="), "{path}: style attribute");
+    assert!(!lower.contains("javascript:"), "{path}: javascript: URL");
+    for attr in [
+        " onclick=",
+        " onload=",
+        " onsubmit=",
+        " onerror=",
+        " onchange=",
+    ] {
+        assert!(!lower.contains(attr), "{path}: inline handler {attr}");
+    }
+}
+
+/// A tenant with an admin, a requester (User), an approver (User), a Viewer,
+/// an agent, a connection, a rule and a deployment awaiting approval; every
+/// session as a console cookie.
+struct World {
+    app: TestApp,
+    admin: String,
+    dana: String,
+    sam: String,
+    viewer: String,
+    agent: String,
+    rule: String,
+    dep: String,
+}
+
+async fn world() -> World {
+    let app = app().start().await;
+    let admin = app
+        .register("/v1/auth/claim", "Acme", "admin@acme.test")
+        .await;
+    let (_, dana) = app.user(&admin, "dana@acme.test", "user", false).await;
+    let (_, sam) = app.user(&admin, "sam@acme.test", "user", false).await;
+    let (_, viewer) = app.user(&admin, "vic@acme.test", "viewer", false).await;
+    let agent = app.agent(&admin).await;
+    let conn = app.connection(&admin, &agent, "prod-splunk").await;
+    let rule = app.rule(&dana, "Brute force").await;
+    let dep = app.deployment(&dana, &rule, &conn).await;
+    World {
+        app,
+        admin,
+        dana,
+        sam,
+        viewer,
+        agent,
+        rule,
+        dep,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_install_claims_from_the_console_then_signs_in_and_out() {
+    let app = app().start().await;
+    let p = page(&app, "GET", "/login", None, &[], &[]).await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/claim"));
+    let p = page(&app, "GET", "/", None, &[], &[]).await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/login?next=/"));
+
+    // A weak password is refused on the form, with the policy's message.
+    let p = page(
+        &app,
+        "POST",
+        "/claim",
+        None,
+        &[
+            ("tenant_name", "Acme"),
+            ("email", "admin@acme.test"),
+            ("password", "short"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(p.status, 400);
+    assert!(p.html.contains("class=\"error\""), "{}", p.html);
+    assert!(
+        p.html.contains("value=\"admin@acme.test\""),
+        "the form keeps what was typed"
+    );
+
+    let p = page(
+        &app,
+        "POST",
+        "/claim",
+        None,
+        &[
+            ("tenant_name", "Acme"),
+            ("email", "admin@acme.test"),
+            ("password", PASSWORD),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/"));
+    assert!(p.set_cookie.contains("HttpOnly"), "{}", p.set_cookie);
+    assert!(p.set_cookie.contains("SameSite=Lax"), "{}", p.set_cookie);
+    let cookie = cookie_of(&p);
+    let home = get(&app, "/", &cookie).await;
+    assert_eq!(home.status, 200);
+    assert!(home.html.contains("What needs you"));
+    assert!(home.html.contains("admin@acme.test"));
+
+    // Claimed: the claim page is gone, sign-in is the way in.
+    let p = page(&app, "GET", "/claim", None, &[], &[]).await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/login"));
+
+    // Wrong password: the form again, 401, a message, no cookie.
+    let p = page(
+        &app,
+        "POST",
+        "/login",
+        None,
+        &[
+            ("email", "admin@acme.test"),
+            ("password", "wrong-password-123"),
+            ("next", "/fleet"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(p.status, 401);
+    assert!(p.html.contains("Wrong email or password."));
+    assert!(p.set_cookie.is_empty());
+
+    // Sign-out ends the session on the server.
+    let p = post(&app, "/logout", &cookie, &[]).await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/login"));
+    let p = get(&app, "/", &cookie).await;
+    assert_eq!(p.status, 303, "a signed-out session is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_route_requires_a_session_and_comes_back_after_sign_in() {
+    let w = world().await;
+    let app = &w.app;
+    let get_paths = [
+        "/".to_owned(),
+        "/approvals".into(),
+        "/deployments".into(),
+        "/deployments/live".into(),
+        format!("/deployments/{}", w.dep),
+        "/rules".into(),
+        "/rules/new".into(),
+        format!("/rules/{}", w.rule),
+        format!("/rules/{}/edit", w.rule),
+        "/fleet?sort=host&page=0".into(),
+        format!("/fleet/{}", w.agent),
+        "/audit".into(),
+        "/settings".into(),
+        "/account".into(),
+    ];
+    for path in &get_paths {
+        for cookie in [None, Some("not-a-session"), Some("")] {
+            let p = page(app, "GET", path, cookie, &[], &[]).await;
+            assert_eq!(p.status, 303, "GET {path} with {cookie:?}");
+            assert!(
+                p.location.starts_with("/login?next="),
+                "GET {path}: {}",
+                p.location
+            );
+        }
+    }
+    let post_paths = [
+        "/logout".to_owned(),
+        "/account/password".into(),
+        format!("/account/sessions/{}/revoke", "0".repeat(64)),
+        format!("/deployments/{}/approve", w.dep),
+        "/rules/new".into(),
+        format!("/rules/{}/edit", w.rule),
+        format!("/rules/{}/deploy", w.rule),
+        format!("/settings/users/{}/role", Uuid::nil()),
+        "/settings/invitations".into(),
+        "/settings/api-keys".into(),
+        format!("/settings/api-keys/{}/revoke", Uuid::nil()),
+        "/settings/enrollment-tokens".into(),
+        "/settings/connections".into(),
+    ];
+    for path in &post_paths {
+        let p = page(app, "POST", path, Some("expired"), &[("x", "y")], &[]).await;
+        assert_eq!(p.status, 303, "POST {path}");
+        assert_eq!(p.location, "/login?next=/", "POST {path}");
+    }
+    // The page asked for is where sign-in goes back to (and nowhere else).
+    let p = page(app, "GET", "/fleet?sort=version&page=0", None, &[], &[]).await;
+    assert_eq!(p.location, "/login?next=/fleet%3Fsort%3Dversion%26page%3D0");
+    let signed = page(
+        app,
+        "POST",
+        "/login",
+        None,
+        &[
+            ("email", "sam@acme.test"),
+            ("password", PASSWORD),
+            ("next", "/fleet?sort=version&page=0"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (signed.status, signed.location.as_str()),
+        (303, "/fleet?sort=version&page=0")
+    );
+    let evil = page(
+        app,
+        "POST",
+        "/login",
+        None,
+        &[
+            ("email", "sam@acme.test"),
+            ("password", PASSWORD),
+            ("next", "//evil.example/"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(evil.location, "/", "an off-site next is ignored");
+    // Static files and sign-in pages are public.
+    for path in [
+        "/login",
+        "/static/console.css",
+        "/static/console.js",
+        "/invitation",
+    ] {
+        let p = page(app, "GET", path, None, &[], &[]).await;
+        assert_eq!(p.status, 200, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
+    let w = world().await;
+    let app = &w.app;
+    let paths = [
+        "/".to_owned(),
+        "/approvals".into(),
+        "/deployments".into(),
+        format!("/deployments/{}", w.dep),
+        "/rules".into(),
+        "/rules?q=brute&severity=high".into(),
+        "/rules/new".into(),
+        format!("/rules/{}", w.rule),
+        format!("/rules/{}/edit", w.rule),
+        "/fleet".into(),
+        "/fleet?live=disconnected&sort=last_seen&dir=desc".into(),
+        format!("/fleet/{}", w.agent),
+        "/audit".into(),
+        "/audit?outcome=denied&since=2020-01-01".into(),
+        "/settings".into(),
+        "/account".into(),
+        format!("/deployments/{}", Uuid::nil()),
+        "/no-such-page".into(),
+    ];
+    for path in &paths {
+        let p = get(app, path, &w.admin).await;
+        assert!(
+            matches!(p.status, 200 | 404),
+            "{path}: {} {}",
+            p.status,
+            p.html
+        );
+        assert_eq!(p.csp, picket_server::api::CSP, "{path}");
+        assert!(p.content_type.starts_with("text/html"), "{path}");
+        assert!(p.html.starts_with("<!doctype html>"), "{path}");
+        assert!(p.html.contains("<main id=\"main\""), "{path}");
+        assert_no_inline(path, &p.html);
+    }
+    for path in ["/login", "/invitation?token=abc", "/claim"] {
+        let p = page(app, "GET", path, None, &[], &[]).await;
+        assert_eq!(p.csp, picket_server::api::CSP, "{path}");
+        assert_no_inline(path, &p.html);
+    }
+    // The form shown again with errors, and the settings page showing a secret.
+    let p = post(
+        app,
+        &format!("/rules/{}/edit", w.rule),
+        &w.dana,
+        &[
+            ("title", "x"),
+            ("severity", "high"),
+            ("query", "q"),
+            ("cron", "bad"),
+            ("earliest", "-5m"),
+            ("latest", "now"),
+        ],
+    )
+    .await;
+    assert_eq!(p.status, 400);
+    assert_no_inline("rule form with errors", &p.html);
+    let p = post(
+        app,
+        "/settings/enrollment-tokens",
+        &w.admin,
+        &[("label", "gw")],
+    )
+    .await;
+    assert_eq!(p.status, 200);
+    assert_no_inline("settings with a token", &p.html);
+
+    // The audit page's export link works with the console's session.
+    let audit = get(app, "/audit?since=2020-01-01", &w.admin).await;
+    let i = audit.html.find("/v1/audit/export?format=jsonl").unwrap();
+    let href: String = audit.html[i..].chars().take_while(|c| *c != '"').collect();
+    let export = get(app, &href.replace("&amp;", "&"), &w.admin).await;
+    assert_eq!(export.status, 200, "{href}: {}", export.html);
+
+    // Static files: long-lived cache, right types.
+    let css = page(app, "GET", "/static/console.css", None, &[], &[]).await;
+    assert!(css.content_type.starts_with("text/css"));
+    let r = browser()
+        .get(app.url("/static/console.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_button_only_for_those_who_may_and_the_server_refuses_the_rest() {
+    let w = world().await;
+    let app = &w.app;
+    let path = format!("/deployments/{}", w.dep);
+    // The requester: no button, the reason instead; a forged post is refused.
+    let p = get(app, &path, &w.dana).await;
+    assert_eq!(p.status, 200);
+    assert!(!p.html.contains("id=\"approve\""), "requester sees approve");
+    assert!(p.html.contains("You requested this deployment"));
+    let p = post(
+        app,
+        &format!("{path}/approve"),
+        &w.dana,
+        &[("comment", "mine")],
+    )
+    .await;
+    assert_eq!(p.status, 403);
+    assert!(p.content_type.starts_with("text/html"));
+    assert!(
+        p.html
+            .contains("the requester of a deployment cannot approve it")
+    );
+    // A Viewer without the approver flag: no button; refused by the role matrix.
+    let p = get(app, &path, &w.viewer).await;
+    assert!(!p.html.contains("id=\"approve\""), "viewer sees approve");
+    assert!(p.html.contains("Your role cannot approve deployments."));
+    let p = post(app, &format!("{path}/approve"), &w.viewer, &[]).await;
+    assert_eq!(p.status, 403);
+    assert!(p.html.contains("Not allowed"));
+    // A second User: the button, and one approval of one needed.
+    let p = get(app, &path, &w.sam).await;
+    assert!(p.html.contains("id=\"approve\""));
+    assert!(p.html.contains("1 still needed"));
+    let still = app
+        .scalar(&format!(
+            "SELECT status FROM deployments WHERE id = '{}'",
+            w.dep
+        ))
+        .await;
+    assert!(
+        still.is_empty() || still[0] == "pending_approval",
+        "refusals changed nothing: {still:?}"
+    );
+    // A cross-site form post with the session cookie is refused (CSRF).
+    let p = page(
+        app,
+        "POST",
+        &format!("{path}/approve"),
+        Some(&w.sam),
+        &[],
+        &[("sec-fetch-site", "cross-site")],
+    )
+    .await;
+    assert_eq!(p.status, 403);
+    assert!(p.html.contains("cross-site request refused"));
+    // The approver's form post works without JavaScript.
+    let p = post(
+        app,
+        &format!("{path}/approve"),
+        &w.sam,
+        &[("comment", "LGTM")],
+    )
+    .await;
+    assert_eq!((p.status, p.location.as_str()), (303, path.as_str()));
+    let p = get(app, &path, &w.sam).await;
+    assert!(p.html.contains("data-deployment-status"));
+    assert!(p.html.contains(">queued<"), "{}", p.html);
+    assert!(p.html.contains("LGTM"));
+    assert!(!p.html.contains("id=\"approve\""), "no second approval");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_and_user_get_a_403_page_on_admin_pages() {
+    let w = world().await;
+    let app = &w.app;
+    for cookie in [&w.viewer, &w.sam] {
+        for path in ["/settings", "/audit"] {
+            let p = get(app, path, cookie).await;
+            assert_eq!(p.status, 403, "{path}");
+            assert!(p.content_type.starts_with("text/html"));
+            assert!(p.html.contains("Not allowed"), "{}", p.html);
+            assert!(p.html.contains("does not allow this"));
+        }
+        let p = post(
+            app,
+            "/settings/invitations",
+            cookie,
+            &[("email", "x@acme.test"), ("role", "admin")],
+        )
+        .await;
+        assert_eq!(p.status, 403);
+    }
+    // Nor is the Settings link shown to them.
+    let p = get(app, "/", &w.viewer).await;
+    assert!(!p.html.contains("href=\"/settings\""));
+    assert!(!p.html.contains("href=\"/audit\""));
+    // A Viewer cannot author rules either.
+    let p = get(app, "/rules/new", &w.viewer).await;
+    assert_eq!(p.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_forms_show_the_message_at_the_field_and_work_without_js() {
+    let w = world().await;
+    let app = &w.app;
+    let mut form = vec![
+        ("title", "Suspicious PowerShell"),
+        ("description", "Encoded commands."),
+        ("severity", "high"),
+        ("query", "index=win EventCode=4104 ScriptBlockText=*-enc*"),
+        ("cron", "61 * * * *"),
+        ("earliest", "-15m"),
+        ("latest", "now"),
+    ];
+    let p = post(app, "/rules/new", &w.sam, &form).await;
+    assert_eq!(p.status, 400);
+    assert!(p.html.contains("id=\"cron-error\""), "{}", p.html);
+    assert!(
+        p.html
+            .contains("aria-invalid=\"true\" aria-describedby=\"cron-error\"")
+    );
+    assert!(
+        p.html.contains("value=\"Suspicious PowerShell\""),
+        "what was typed stays"
+    );
+    form[4] = ("cron", "*/15 * * * *");
+    form[0] = ("title", "");
+    let p = post(app, "/rules/new", &w.sam, &form).await;
+    assert!(p.html.contains("id=\"title-error\""), "{}", p.html);
+    form[0] = ("title", "Suspicious PowerShell");
+    let p = post(app, "/rules/new", &w.sam, &form).await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    assert!(p.location.starts_with("/rules/"));
+    let rule_page = get(app, &p.location, &w.sam).await;
+    assert!(rule_page.html.contains("Suspicious PowerShell"));
+    assert!(rule_page.html.contains("*/15 * * * *"));
+
+    // A new version from the edit form; the rule page diffs v1 → v2.
+    let rid = p.location.trim_start_matches("/rules/").to_owned();
+    form[3] = (
+        "query",
+        "index=win EventCode=4104 ScriptBlockText=*-EncodedCommand*",
+    );
+    let p = post(app, &format!("/rules/{rid}/edit"), &w.sam, &form).await;
+    assert_eq!(p.status, 303);
+    let rule_page = get(app, &format!("/rules/{rid}?a=1&b=2"), &w.sam).await;
+    assert!(
+        rule_page.html.contains(
+            "<span class=\"del\">- index=win EventCode=4104 ScriptBlockText=*-enc*</span>"
+        ),
+        "{}",
+        rule_page.html
+    );
+    assert!(rule_page.html.contains("<span class=\"add\">+ index=win"));
+
+    // The rules list filters.
+    let list = get(app, "/rules?q=powershell", &w.sam).await;
+    assert!(list.html.contains("Suspicious PowerShell"));
+    assert!(!list.html.contains("Brute force"));
+    let list = get(app, "/rules?severity=low", &w.sam).await;
+    assert!(list.html.contains("No rule matches these filters"));
+
+    // Requesting a deployment from the rule page's form.
+    let conn = app.scalar("SELECT name FROM siem_connections").await;
+    assert_eq!(conn, vec!["prod-splunk".to_owned()]);
+    let rule_page = get(app, &format!("/rules/{rid}"), &w.sam).await;
+    let marker = "name=\"connection_id\"><option value=\"";
+    let i = rule_page.html.find(marker).unwrap() + marker.len();
+    let conn_id = rule_page.html[i..i + 36].to_owned();
+    let p = post(
+        app,
+        &format!("/rules/{rid}/deploy"),
+        &w.sam,
+        &[
+            ("version", "2"),
+            ("connection_id", conn_id.as_str()),
+            ("message", "tuned"),
+        ],
+    )
+    .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    assert!(p.location.starts_with("/deployments/"));
+    let d = get(app, &p.location, &w.dana).await;
+    assert!(d.html.contains("awaiting approval"));
+    assert!(d.html.contains("tuned"));
+    assert!(
+        d.html.contains("id=\"approve\""),
+        "dana may approve sam's request"
+    );
+    assert!(d.html.contains("everything is new"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_show_secrets_once_and_install_commands() {
+    let w = world().await;
+    let app = &w.app;
+    let p = post(
+        app,
+        "/settings/enrollment-tokens",
+        &w.admin,
+        &[("label", "siem-gw-02"), ("max_uses", "3")],
+    )
+    .await;
+    assert_eq!(p.status, 200, "{}", p.html);
+    assert!(p.html.contains("Enrollment token (shown once"));
+    assert!(p.html.contains("picket-agent enroll --server"));
+    assert!(
+        p.html
+            .contains("msiexec /i picket-agent-0.1.0-x64.msi /qn SERVER_URL=")
+    );
+    assert!(p.html.contains("0 of 3"));
+    let again = get(app, "/settings", &w.admin).await;
+    assert!(
+        !again.html.contains("Enrollment token (shown once"),
+        "shown once only"
+    );
+
+    let body = "name=ci&scope=rules%3Aread&scope=deployments%3Arequest";
+    let r = browser()
+        .post(app.url("/settings/api-keys"))
+        .header("cookie", format!("picket_session={}", w.admin))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let i = html.find("<pre id=\"secret-text\">").unwrap() + "<pre id=\"secret-text\">".len();
+    let key = html[i..].split('<').next().unwrap().to_owned();
+    assert!(key.starts_with("pk_"), "{key}");
+    // The key shown works against the API with its scopes.
+    let a = app.get("/v1/rules", &key).await;
+    assert_eq!(a.status, 200);
+
+    // Invitations: a link, accepted on the console's invitation page.
+    let p = post(
+        app,
+        "/settings/invitations",
+        &w.admin,
+        &[
+            ("email", "new@acme.test"),
+            ("role", "viewer"),
+            ("approver", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(p.status, 200);
+    let i = p.html.find("/invitation?token=").unwrap() + "/invitation?token=".len();
+    let token: String = p.html[i..].chars().take_while(|c| *c != '<').collect();
+    let accepted = page(
+        app,
+        "POST",
+        "/invitation",
+        None,
+        &[("token", token.as_str()), ("password", PASSWORD)],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (accepted.status, accepted.location.as_str()),
+        (303, "/"),
+        "{}",
+        accepted.html
+    );
+    let newbie = cookie_of(&accepted);
+    let home = get(app, "/", &newbie).await;
+    assert!(home.html.contains("new@acme.test"));
+
+    // Password change from the account page; the old password stops working.
+    let p = post(
+        app,
+        "/account/password",
+        &newbie,
+        &[
+            ("current_password", PASSWORD),
+            ("new_password", "another-long-passphrase-9"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (p.status, p.location.as_str()),
+        (303, "/account?done=password")
+    );
+    assert_eq!(app.login("new@acme.test", PASSWORD).await.status, 401);
+    assert_eq!(
+        app.login("new@acme.test", "another-long-passphrase-9")
+            .await
+            .status,
+        200
+    );
+    // Role change (which ends the person's sessions) from the users table (approver flag off again).
+    let id = user::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.email == "new@acme.test")
+        .unwrap()
+        .id;
+    let p = post(
+        app,
+        &format!("/settings/users/{id}/role"),
+        &w.admin,
+        &[("role", "user")],
+    )
+    .await;
+    assert_eq!(p.status, 303);
+    let u = user::Entity::find_by_id(id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((u.role.as_str(), u.approver), ("user", false));
+    // One's own role cannot be changed: the page says why.
+    let admin_id = user::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.email == "admin@acme.test")
+        .unwrap()
+        .id;
+    let p = post(
+        app,
+        &format!("/settings/users/{admin_id}/role"),
+        &w.admin,
+        &[("role", "viewer")],
+    )
+    .await;
+    assert_eq!(p.status, 409);
+    assert!(p.html.contains("cannot change their own role"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_of_ten_thousand_agents_is_paged_sorted_and_indexed() {
+    let w = world().await;
+    let app = &w.app;
+    let tenant = user::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .tenant_id;
+    let now = picket_server::time::unix_now();
+    let started = std::time::Instant::now();
+    for chunk in 0..20 {
+        let rows: Vec<agent::ActiveModel> = (0..500)
+            .map(|i| {
+                let n = chunk * 500 + i;
+                agent::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    tenant_id: Set(tenant),
+                    hostname: Set(format!("edge-{n:05}")),
+                    version: Set(format!("0.1.{}", n % 7)),
+                    x25519_public: Set(Uuid::new_v4().as_bytes().to_vec()),
+                    ed25519_public: Set(Uuid::new_v4().as_bytes().to_vec()),
+                    enrolled_at: Set(now - i64::from(n)),
+                    last_seen_at: Set(Some(now - i64::from(n))),
+                    last_seq: Set(0),
+                    revoked_at: Set(None),
+                    previous_ed25519_public: Set(None),
+                    previous_x25519_public: Set(None),
+                    keys_rotated_at: Set(None),
+                    rotate_requested_at: Set(None),
+                }
+            })
+            .collect();
+        agent::Entity::insert_many(rows)
+            .exec(&app.db)
+            .await
+            .unwrap();
+    }
+    println!("inserted 10,000 agents in {:?}", started.elapsed());
+
+    let t = std::time::Instant::now();
+    let p = get(app, "/fleet?sort=host&dir=asc&page=3", &w.sam).await;
+    let first_page = t.elapsed();
+    assert_eq!(p.status, 200);
+    assert!(
+        p.html.contains("Showing 151–200 of 10001 agents"),
+        "{}",
+        &p.html[..2000.min(p.html.len())]
+    );
+    assert!(p.html.contains(">edge-00150<"));
+    assert!(p.html.contains(">edge-00199<"));
+    assert!(!p.html.contains(">edge-00200<"));
+    assert_eq!(p.html.matches("data-agent-status=").count(), 50);
+    assert!(p.html.contains("rel=\"next\""));
+    assert!(p.html.contains("rel=\"prev\""));
+
+    let p = get(app, "/fleet?sort=host&dir=desc&page=0", &w.sam).await;
+    assert!(p.html.contains(">host-1<"), "host-1 sorts after edge-*");
+    assert!(p.html.contains("aria-sort=\"descending\""));
+    let p = get(app, "/fleet?host=edge-0999&page=0", &w.sam).await;
+    assert!(
+        p.html.contains("Showing 1–10 of 10 agents"),
+        "prefix filter"
+    );
+    let t = std::time::Instant::now();
+    let p = get(
+        app,
+        "/fleet?live=disconnected&sort=last_seen&dir=desc&page=100",
+        &w.sam,
+    )
+    .await;
+    let offline_page = t.elapsed();
+    assert!(p.html.contains("Showing 5001–5050 of 10001 agents"));
+    let p = get(app, "/fleet?live=connected", &w.sam).await;
+    assert!(p.html.contains("No agent matches these filters"));
+    let p = get(app, "/fleet?sort=bogus", &w.sam).await;
+    assert_eq!(p.status, 400);
+    assert!(p.html.contains("sort: expected host"));
+    println!(
+        "fleet page over 10,001 agents: sorted by host {first_page:?}; not-connected filter, last_seen desc, page 100: {offline_page:?}"
+    );
+
+    // The page queries use the console's indexes (no table scan, no sort step).
+    for (col, index) in [
+        ("hostname", "ix_agents_tenant_hostname"),
+        ("version", "ix_agents_tenant_version"),
+        ("last_seen_at", "ix_agents_tenant_seen"),
+    ] {
+        let plan: Vec<String> = app
+            .db
+            .query_all(sea_orm::Statement::from_string(
+                app.db.get_database_backend(),
+                format!(
+                    "EXPLAIN QUERY PLAN SELECT * FROM agents WHERE tenant_id = (SELECT tenant_id FROM users LIMIT 1) ORDER BY {col} DESC, id DESC LIMIT 50 OFFSET 5000"
+                ),
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(3).unwrap())
+            .collect();
+        let text = plan.join(" | ");
+        assert!(text.contains(index), "{col}: {text}");
+        assert!(!text.contains("TEMP B-TREE"), "{col}: a sort step: {text}");
+    }
+}
