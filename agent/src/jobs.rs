@@ -440,6 +440,7 @@ impl Worker {
                 duration_ms,
                 content_hash: None,
                 items: Some(items),
+                test_counts: None,
             };
         }
         let outcome = tokio::time::timeout(

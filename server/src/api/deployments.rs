@@ -128,6 +128,7 @@ pub struct UpdateRequest {
     pub items: Vec<ItemRequest>,
     /// A new message.
     pub message: Option<String>,
+}
 
 /// A rollback request.
 #[derive(Deserialize, ToSchema)]

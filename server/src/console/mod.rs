@@ -351,6 +351,15 @@ impl IntoResponse for PageError {
                 "That did not work",
                 message.clone(),
             ),
+            ApiError::Unprocessable {
+                message, details, ..
+            } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "That did not work",
+                details
+                    .iter()
+                    .fold(message.clone(), |acc, d| format!("{acc}; {}", d.message)),
+            ),
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "Sign-in required",

@@ -363,13 +363,15 @@ pub async fn deployment(
     )
     .unwrap_or(0);
     let pending = d.status == "pending_approval";
-    // Mirrors what deployments::approve refuses; the server checks again.
+    // Separation of duties comes from the one function the server enforces
+    // with (`deployments::may_approve`); the button only mirrors it.
+    let sod = deployments::may_approve(&state.db, &user, &d).await?;
     let why_not = if !pending {
         "This deployment is no longer awaiting approval."
     } else if d.requested_by == user.id {
         "You requested this deployment, so someone else must approve it."
-    } else if v.author_id == user.id {
-        "You wrote this rule version, so someone else must approve it."
+    } else if sod.is_err() {
+        "You wrote a rule version in this deployment, so someone else must approve it."
     } else if !may(&user, Permission::Approve) {
         "Your role cannot approve deployments."
     } else if approved_by_me {
@@ -408,6 +410,8 @@ pub async fn deployment(
 #[derive(Deserialize)]
 pub struct ApproveForm {
     comment: Option<String>,
+    /// The digest shown on the page: a request changed since is refused.
+    digest: Option<String>,
 }
 
 /// `POST /deployments/{id}/approve`.
@@ -418,7 +422,17 @@ pub async fn approve(
     PageForm(f): PageForm<ApproveForm>,
 ) -> PageResult {
     let comment = f.comment.filter(|c| !c.trim().is_empty());
-    deployments::approve(&state, &user, id, comment).await?;
+    let digest = f.digest.filter(|d| !d.is_empty());
+    deployments::decide(
+        &state,
+        &user,
+        id,
+        deployments::Decision::Approve,
+        comment,
+        digest,
+        None,
+    )
+    .await?;
     Ok(see_other(&format!("/deployments/{id}")))
 }
 
@@ -599,6 +613,20 @@ pub struct RuleForm {
     cron: String,
     earliest: String,
     latest: String,
+    /// `splunk`, `sentinel` or `elastic` (fixed once the rule exists).
+    #[serde(default = "default_siem")]
+    siem_kind: String,
+    /// ATT&CK technique ids, separated by commas or spaces.
+    #[serde(default)]
+    mitre: String,
+    /// The version's test cases, carried over unchanged on edit (as JSON;
+    /// the console does not edit them yet).
+    #[serde(skip)]
+    tests: Vec<picket_rules::TestCase>,
+}
+
+fn default_siem() -> String {
+    "splunk".into()
 }
 
 #[derive(Template)]
@@ -612,6 +640,11 @@ struct RuleFormPage {
     /// The field the error is about, and the message (shown at that field).
     error_field: &'static str,
     error: String,
+    /// Validation findings with their position (`line L, column C: ...`),
+    /// shown under the query.
+    findings: Vec<String>,
+    /// Whether the SIEM kind can still be chosen (new rules only).
+    new: bool,
 }
 
 impl RuleForm {
@@ -626,10 +659,29 @@ impl RuleForm {
             title: self.title.clone(),
             description: self.description.clone(),
             severity,
+            language: None,
             query: self.query.clone(),
-            cron: self.cron.clone(),
-            earliest: self.earliest.clone(),
-            latest: self.latest.clone(),
+            schedule: picket_rules::Schedule {
+                cron: self.cron.clone(),
+                earliest: self.earliest.clone(),
+                latest: self.latest.clone(),
+            },
+            mitre: self
+                .mitre
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            tests: self.tests.clone(),
+        })
+    }
+
+    fn kind(&self) -> Result<picket_rules::SiemKind, ApiError> {
+        picket_rules::SiemKind::parse(&self.siem_kind).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_field",
+                "siem_kind must be one of splunk, sentinel, elastic",
+            )
         })
     }
 }
@@ -649,6 +701,8 @@ fn field_of(message: &str) -> &'static str {
         "cron",
         "earliest",
         "latest",
+        "siem_kind",
+        "mitre",
     ]
     .into_iter()
     .find(|f| *f == first)
@@ -665,12 +719,14 @@ fn rule_form(
     let error = error.unwrap_or_default();
     RuleFormPage {
         chrome: Chrome::of(user, heading.clone(), "rules"),
+        new: action == "/rules/new",
         action,
         heading,
         f,
         severities: SEVERITIES,
         error_field: field_of(&error),
         error,
+        findings: Vec::new(),
     }
 }
 
@@ -678,6 +734,7 @@ fn rule_form(
 pub async fn new_rule(user: Page<perm::Author>) -> PageResult {
     let f = RuleForm {
         severity: "medium".into(),
+        siem_kind: default_siem(),
         cron: "*/5 * * * *".into(),
         earliest: "-10m".into(),
         latest: "now".into(),
@@ -704,6 +761,23 @@ fn refused(
             StatusCode::BAD_REQUEST,
             &rule_form(user, action, heading, f, Some(message)),
         )),
+        ApiError::Unprocessable {
+            message, details, ..
+        } => {
+            // The first finding's field gets the summary; every finding is
+            // listed with its line and column.
+            let field = details.first().map_or("query", |d| d.field);
+            let mut page = rule_form(user, action, heading, f, Some(message));
+            page.error_field = field_of(field);
+            page.findings = details
+                .iter()
+                .map(|d| match (d.line, d.column) {
+                    (Some(l), Some(c)) => format!("{} line {l}, column {c}: {}", d.field, d.message),
+                    _ => format!("{}: {}", d.field, d.message),
+                })
+                .collect();
+            Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page))
+        }
         e => Err(e.into()),
     }
 }
@@ -716,11 +790,11 @@ pub async fn create_rule(
     PageForm(f): PageForm<RuleForm>,
 ) -> PageResult {
     let (action, heading) = ("/rules/new".to_owned(), "New rule".to_owned());
-    let content = match f.content() {
+    let (content, kind) = match f.content().and_then(|c| Ok((c, f.kind()?))) {
         Ok(c) => c,
         Err(e) => return refused(&user, action, heading, f, e),
     };
-    match rules::create(&state.db, &user, content).await {
+    match rules::create(&state.db, &user, kind, content).await {
         Ok((r, _)) => Ok(see_other(&format!("/rules/{}", r.id))),
         Err(e) => refused(&user, action, heading, f, e),
     }
@@ -742,6 +816,9 @@ pub async fn edit_rule(
         cron: v.cron.clone(),
         earliest: v.earliest.clone(),
         latest: v.latest.clone(),
+        siem_kind: r.siem_kind.clone(),
+        mitre: rules::version_mitre(v).join(", "),
+        tests: rules::version_tests(v),
     };
     ok(&rule_form(
         &user,
@@ -757,9 +834,15 @@ pub async fn save_rule(
     State(state): State<AppState>,
     user: Page<perm::Author>,
     PagePath(id): PagePath<Uuid>,
-    PageForm(f): PageForm<RuleForm>,
+    PageForm(mut f): PageForm<RuleForm>,
 ) -> PageResult {
     let (action, heading) = (format!("/rules/{id}/edit"), "New version".to_owned());
+    // Test cases are not edited in the console: the new version keeps the
+    // latest version's cases.
+    let (_, versions) = rules::get(&state.db, user.tenant_id, id).await?;
+    if let Some(latest) = versions.first() {
+        f.tests = rules::version_tests(latest);
+    }
     let content = match f.content() {
         Ok(c) => c,
         Err(e) => return refused(&user, action, heading, f, e),
@@ -787,13 +870,21 @@ pub async fn request_deploy(
     PageForm(f): PageForm<DeployForm>,
 ) -> Result<Response, PageError> {
     let d = deployments::request(
-        &state.db,
+        &state,
         &user,
-        id,
-        f.version,
-        f.connection_id,
-        Action::Deploy,
-        &f.message,
+        deployments::NewRequest {
+            connection_id: f.connection_id,
+            items: vec![deployments::ItemRequest {
+                rule_id: id,
+                version: f.version,
+                action: Action::Deploy,
+                monitoring: false,
+            }],
+            message: f.message,
+            dry_run: false,
+            kind: "change",
+        },
+        None,
     )
     .await?;
     Ok(see_other(&format!("/deployments/{}", d.id)).into_response())

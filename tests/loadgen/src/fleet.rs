@@ -310,6 +310,7 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
                     duration_ms: 1,
                     content_hash: None,
                     items: None,
+                    test_counts: None,
                 });
                 if send(&mut ws, &result).await.is_err() {
                     break None;
