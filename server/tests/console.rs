@@ -399,7 +399,7 @@ async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
         ],
     )
     .await;
-    assert_eq!(p.status, 400);
+    assert_eq!(p.status, 422, "validation findings answer 422");
     assert_no_inline("rule form with errors", &p.html);
     let p = post(
         app,
@@ -554,7 +554,7 @@ async fn rule_forms_show_the_message_at_the_field_and_work_without_js() {
         ("latest", "now"),
     ];
     let p = post(app, "/rules/new", &w.sam, &form).await;
-    assert_eq!(p.status, 400);
+    assert_eq!(p.status, 422);
     assert!(p.html.contains("id=\"cron-error\""), "{}", p.html);
     assert!(
         p.html
@@ -564,7 +564,20 @@ async fn rule_forms_show_the_message_at_the_field_and_work_without_js() {
         p.html.contains("value=\"Suspicious PowerShell\""),
         "what was typed stays"
     );
+    // A refused command is shown with its line and column, under the query.
     form[4] = ("cron", "*/15 * * * *");
+    form[3] = ("query", "index=win EventCode=4104\n| delete");
+    let p = post(app, "/rules/new", &w.sam, &form).await;
+    assert_eq!(p.status, 422);
+    assert!(p.html.contains("id=\"findings\""), "{}", p.html);
+    assert!(p.html.contains("query line 2, column 3:"), "{}", p.html);
+    assert!(
+        p.html
+            .contains("aria-invalid=\"true\" aria-describedby=\"query-error\""),
+        "{}",
+        p.html
+    );
+    form[3] = ("query", "index=win EventCode=4104 ScriptBlockText=*-enc*");
     form[0] = ("title", "");
     let p = post(app, "/rules/new", &w.sam, &form).await;
     assert!(p.html.contains("id=\"title-error\""), "{}", p.html);

@@ -468,8 +468,16 @@ pub async fn reject(
     ApiPath(id): ApiPath<Uuid>,
     ApiJsonOrEmpty(req): ApiJsonOrEmpty<DecisionRequest>,
 ) -> ApiResult<Json<DeploymentView>> {
-    let d =
-        deployments::decide(&state, &user, id, Decision::Reject, req.comment, req.digest, None).await?;
+    let d = deployments::decide(
+        &state,
+        &user,
+        id,
+        Decision::Reject,
+        req.comment,
+        req.digest,
+        None,
+    )
+    .await?;
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 

@@ -772,7 +772,9 @@ fn refused(
             page.findings = details
                 .iter()
                 .map(|d| match (d.line, d.column) {
-                    (Some(l), Some(c)) => format!("{} line {l}, column {c}: {}", d.field, d.message),
+                    (Some(l), Some(c)) => {
+                        format!("{} line {l}, column {c}: {}", d.field, d.message)
+                    }
                     _ => format!("{}: {}", d.field, d.message),
                 })
                 .collect();

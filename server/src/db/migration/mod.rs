@@ -11,8 +11,8 @@ mod m20261123_000005_audit_log;
 mod m20261123_000007_connectors;
 mod m20261123_000008_rule_lifecycle;
 mod m20261123_000009_deployment_batches;
-mod m20261123_000011_scale;
 mod m20261123_000010_console;
+mod m20261123_000011_scale;
 
 /// All migrations, in order.
 pub struct Migrator;
