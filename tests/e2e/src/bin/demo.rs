@@ -182,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
         r#"
 Picket demo is running.
 
-  Control plane   {url}            (API description: {url}/v1/openapi.json)
+  Console         {url}/            (the web console; API description: {url}/v1/openapi.json)
   Splunk (sim)    {sim_url}
   Agent           {agent_id} (online)
   Data            {dir}
@@ -194,7 +194,11 @@ Picket demo is running.
 
   Deployment {dep_id} is waiting for approval.
 
-  Approve it as Sam:
+  In the console: sign in as Sam, open {url}/deployments/{dep_id} and press
+  Approve; the status turns applied without a reload. Signed in as Dana, the
+  button is absent.
+
+  Or with the API, as Sam:
     TOKEN=$(curl -s {url}/v1/auth/login -H 'content-type: application/json' \
       -d '{{"email":"sam@picket.demo","password":"{sam_pw}"}}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
     curl -s -X POST {url}/v1/deployments/{dep_id}/approve -H "authorization: Bearer $TOKEN"
