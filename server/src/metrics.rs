@@ -74,6 +74,7 @@ pub struct Metrics {
     health_dropped: Counter,
     job_results: Family<OutcomeLabels, Counter>,
     http_requests: HistogramFamily<HttpLabels>,
+    listener_connects: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,6 +144,12 @@ impl Metrics {
             "HTTP request latency by route template, method and status class",
             http_requests.clone(),
         );
+        let listener_connects = Counter::default();
+        registry.register(
+            "replica_listener_connects",
+            "Times the LISTEN/NOTIFY listener (PostgreSQL) started listening: 1 at start, +1 per reconnect",
+            listener_connects.clone(),
+        );
         Arc::new(Metrics {
             registry,
             replica: ReplicaLabel {
@@ -157,6 +164,7 @@ impl Metrics {
             health_dropped,
             job_results,
             http_requests,
+            listener_connects,
         })
     }
 
@@ -190,6 +198,11 @@ impl Metrics {
         #[allow(clippy::cast_precision_loss)] // batch sizes are ≤ 2000
         self.health_batch_size.observe(n as f64);
         self.health_write_seconds.observe(secs);
+    }
+
+    /// The replica listener (re)started listening on its channel.
+    pub fn listener_connected(&self) {
+        self.listener_connects.inc();
     }
 
     /// `n` health reports were dropped.

@@ -18,11 +18,12 @@
 //! owns the database.
 
 use std::collections::HashSet;
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
-use sea_orm::sqlx::postgres::PgListener;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait as _, DatabaseConnection, DbBackend, EntityTrait as _,
     QueryFilter as _, QuerySelect as _, Set, Statement,
@@ -135,18 +136,43 @@ fn new_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// The `application_name` of the listener's connection, so an operator can
+/// tell it apart in `pg_stat_activity` (one per replica).
+pub fn listener_application_name(replica_id: &str) -> String {
+    format!("picket-listener-{replica_id}")
+}
+
+/// Opens the listener's own connection (a pool of one, without lifetime or
+/// idle limits, as `PgListener::connect` does) and subscribes to [`CHANNEL`].
+async fn connect_listener(state: &AppState) -> Result<PgListener, sea_orm::sqlx::Error> {
+    let options = PgConnectOptions::from_str(&state.config.database_url)?
+        .application_name(&listener_application_name(&state.config.replica_id));
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_with(options)
+        .await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
 /// Listens for the other replicas' notifications, reconnecting with backoff.
+///
+/// Two ways back after the connection drops (PostgreSQL restarted, the
+/// backend terminated, the network cut): `PgListener` reconnects and
+/// re-subscribes by itself and says so with `Ok(None)`; if that reconnect
+/// fails, the error ends this listener and a new one is opened on the backoff
+/// schedule. Either way every (re)connect is logged, counted in
+/// `picket_replica_listener_connects_total`, and followed by a sweep, because
+/// notifications sent meanwhile are lost (the outbox still has the jobs).
 async fn listen(state: AppState, resweep: Arc<Notify>) {
     let mut backoff = new_backoff();
     loop {
-        let connected = async {
-            let mut l = PgListener::connect(&state.config.database_url).await?;
-            l.listen(CHANNEL).await?;
-            Ok::<_, sea_orm::sqlx::Error>(l)
-        };
         let mut listener = tokio::select! {
             () = state.shutdown.cancelled() => return,
-            r = connected => match r {
+            r = connect_listener(&state) => match r {
                 Ok(l) => l,
                 Err(e) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(10));
@@ -159,6 +185,7 @@ async fn listen(state: AppState, resweep: Arc<Notify>) {
             },
         };
         backoff = new_backoff();
+        state.metrics.listener_connected();
         tracing::info!(
             channel = CHANNEL,
             "listening for the other replicas' notifications"
@@ -173,7 +200,12 @@ async fn listen(state: AppState, resweep: Arc<Notify>) {
             match next {
                 Ok(Some(n)) => handle(&state, n.payload()),
                 Ok(None) => {
-                    tracing::warn!("lost the notification connection; reconnecting, then sweeping");
+                    // PgListener has already reconnected and re-subscribed.
+                    state.metrics.listener_connected();
+                    tracing::warn!(
+                        channel = CHANNEL,
+                        "lost the notification connection; reconnected and listening again, sweeping"
+                    );
                     resweep.notify_one();
                 }
                 Err(e) => {

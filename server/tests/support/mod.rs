@@ -27,12 +27,60 @@ pub struct TestApp {
     pub scheme: &'static str,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The throwaway PostgreSQL database under `PICKET_E2E_DB=postgres`,
+    /// dropped with this app (unless `stop` hands it to a restart).
+    pg_db: Option<String>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(name) = self.pg_db.take() {
+            // FORCE ends the pool's sessions of the server being shut down.
+            let _ = std::process::Command::new("psql")
+                .arg(format!("{}/test", pg_admin_url()))
+                .args(["-q", "-c"])
+                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .output();
+        }
     }
+}
+
+/// The PostgreSQL server for `PICKET_E2E_DB=postgres` (no database path).
+pub fn pg_admin_url() -> String {
+    std::env::var("PICKET_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// Under `PICKET_E2E_DB=postgres` (the same switch as the end-to-end
+/// harness): the name of a fresh PostgreSQL database for an app whose data
+/// directory is `dir`, created once and remembered in `dir/pg-database` so a
+/// restart on the same directory finds the same database.
+async fn pg_database_for(dir: &std::path::Path) -> Option<String> {
+    match std::env::var("PICKET_E2E_DB").as_deref() {
+        Err(_) | Ok("" | "sqlite") => return None,
+        Ok("postgres" | "postgresql") => {}
+        Ok(other) => panic!("PICKET_E2E_DB={other:?}: expected `sqlite` or `postgres`"),
+    }
+    let marker = dir.join("pg-database");
+    if let Ok(name) = std::fs::read_to_string(&marker) {
+        return Some(name);
+    }
+    let name = format!("picket_st_{}", uuid::Uuid::new_v4().simple());
+    let out = tokio::process::Command::new("psql")
+        .arg(format!("{}/test", pg_admin_url()))
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "creating a PostgreSQL database (is PostgreSQL running? .ci/run starts it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&marker, &name).unwrap();
+    Some(name)
 }
 
 /// What a call answered.
@@ -88,6 +136,19 @@ impl Builder {
             "PICKET_DATA_DIR".into(),
             dir.path().join("data").display().to_string(),
         );
+        let pg_db = if self.env.iter().any(|(k, _)| k == "PICKET_DATABASE_URL")
+            || self.toml.contains("database_url")
+        {
+            None
+        } else {
+            pg_database_for(dir.path()).await
+        };
+        if let Some(name) = &pg_db {
+            env.insert(
+                "PICKET_DATABASE_URL".into(),
+                format!("{}/{name}", pg_admin_url()),
+            );
+        }
         for (k, v) in self.env {
             env.insert(k, v);
         }
@@ -129,6 +190,7 @@ impl Builder {
             scheme: if self.tls { "https" } else { "http" },
             shutdown,
             task: Some(running.task),
+            pg_db,
         }
     }
 }
@@ -144,6 +206,8 @@ impl TestApp {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        // The restart on the returned directory reuses (and later drops) it.
+        self.pg_db = None;
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, dir)
     }

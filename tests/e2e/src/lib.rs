@@ -10,6 +10,8 @@
 //! # Layout
 //! - [`procs`]: server and agent child processes (start, kill, restart, logs).
 //! - [`api`]: a small typed client of the JSON API.
+//! - [`pg`]: the backend under test (`PICKET_E2E_DB=postgres`) and throwaway
+//!   PostgreSQL databases.
 //! - [`stack`]: a whole stack (server, users, agent, simulator, connection) in one call.
 //! - [`tls`]: a throwaway CA and server certificate for WSS tests.
 //! - [`proxy`]: a WebSocket relay that tampers with jobs in flight (an attacker on the
@@ -17,6 +19,7 @@
 //! - [`wait`]: bounded waiting for an eventual condition.
 
 pub mod api;
+pub mod pg;
 pub mod procs;
 pub mod proxy;
 pub mod stack;

@@ -76,6 +76,9 @@ pub struct ServerProc {
     opts: ServerOpts,
     /// Combined log of every run, for debugging and leak checks.
     pub log_path: PathBuf,
+    /// The throwaway PostgreSQL database under `PICKET_E2E_DB=postgres`;
+    /// declared after `child` so the server is killed before it is dropped.
+    pg: Option<crate::pg::TempDb>,
 }
 
 const MASTER_SECRET: &str = "cGlja2V0LWUyZS1tYXN0ZXItc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY=";
@@ -85,8 +88,16 @@ impl ServerProc {
     ///
     /// # Errors
     /// If the binary is missing or the server does not come up.
-    pub async fn start(dir: &Path, opts: ServerOpts) -> anyhow::Result<Self> {
+    pub async fn start(dir: &Path, mut opts: ServerOpts) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        // No database chosen by the test: the backend under test decides.
+        let pg = if opts.database_url.is_none() && crate::pg::postgres_requested()? {
+            let db = crate::pg::TempDb::create().await?;
+            opts.database_url = Some(db.url.clone());
+            Some(db)
+        } else {
+            None
+        };
         let mut s = ServerProc {
             child: None,
             addr: "127.0.0.1:0".parse()?,
@@ -94,6 +105,7 @@ impl ServerProc {
             dir: dir.to_owned(),
             opts,
             log_path: dir.join("server.log"),
+            pg,
         };
         s.spawn().await?;
         Ok(s)
@@ -214,6 +226,17 @@ impl ServerProc {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The server's database URL when it is not the SQLite file in its data
+    /// directory (a test's own, or the throwaway PostgreSQL database).
+    pub fn database_url(&self) -> Option<&str> {
+        self.opts.database_url.as_deref()
+    }
+
+    /// The throwaway PostgreSQL database of this server, if the harness made one.
+    pub fn temp_db(&self) -> Option<&crate::pg::TempDb> {
+        self.pg.as_ref()
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
@@ -246,7 +269,7 @@ impl ServerProc {
     }
 
     /// Every audit event the server recorded, oldest first, read from its
-    /// SQLite database: `(action, outcome, details JSON)`.
+    /// database (SQLite or PostgreSQL): `(action, outcome, details JSON)`.
     ///
     /// # Errors
     /// If the database cannot be read.

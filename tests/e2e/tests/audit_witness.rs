@@ -66,22 +66,45 @@ async fn agent_witnesses_checkpoints_and_alarms_on_a_forked_history() {
 
     // Someone with the database rewrites event #1 and has the server re-sign.
     stack.server.kill().await;
-    let db_path = stack.server.data_dir().join("picket.db");
-    let db = sea_orm::Database::connect(format!("sqlite://{}?mode=rw", db_path.display()))
-        .await
-        .unwrap();
-    for sql in [
-        "DROP TRIGGER audit_events_no_update",
-        "DROP TRIGGER audit_leaves_no_delete",
-        "DROP TRIGGER audit_checkpoints_no_delete",
-    ] {
+    // On either backend (PICKET_E2E_DB): the SQLite file, or PostgreSQL.
+    let url = stack.server.database_url().map_or_else(
+        || {
+            format!(
+                "sqlite://{}?mode=rw",
+                stack.server.data_dir().join("picket.db").display()
+            )
+        },
+        str::to_owned,
+    );
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    let pg = db.get_database_backend() == sea_orm::DbBackend::Postgres;
+    let drop_triggers: &[&str] = if pg {
+        &[
+            "DROP TRIGGER audit_events_guard ON audit_events",
+            "DROP TRIGGER audit_leaves_guard ON audit_leaves",
+            "DROP TRIGGER audit_checkpoints_guard ON audit_checkpoints",
+        ]
+    } else {
+        &[
+            "DROP TRIGGER audit_events_no_update",
+            "DROP TRIGGER audit_leaves_no_delete",
+            "DROP TRIGGER audit_checkpoints_no_delete",
+        ]
+    };
+    for sql in drop_triggers {
         db.execute_unprepared(sql).await.unwrap();
     }
+    // Placeholders differ: `?` on SQLite, `$n` on PostgreSQL.
+    let ph = |n: usize| if pg { format!("${n}") } else { "?".to_owned() };
+    let tenant_value: sea_orm::Value = tenant.clone().into();
     let row = db
         .query_one(Statement::from_sql_and_values(
             db.get_database_backend(),
-            "SELECT canonical FROM audit_events WHERE log_id = ? AND idx = 1",
-            [tenant.clone().into()],
+            format!(
+                "SELECT canonical FROM audit_events WHERE log_id = {} AND idx = 1",
+                ph(1)
+            ),
+            [tenant_value.clone()],
         ))
         .await
         .unwrap()
@@ -92,16 +115,21 @@ async fn agent_witnesses_checkpoints_and_alarms_on_a_forked_history() {
     let leaf = picket_shared::merkle::leaf_hash(forged.as_bytes()).to_vec();
     db.execute(Statement::from_sql_and_values(
         db.get_database_backend(),
-        "UPDATE audit_events SET canonical = ?, leaf_hash = ?, outcome = 'denied' WHERE log_id = ? AND idx = 1",
-        [forged.into(), leaf.into(), tenant.clone().into()],
+        format!(
+            "UPDATE audit_events SET canonical = {}, leaf_hash = {}, outcome = 'denied' WHERE log_id = {} AND idx = 1",
+            ph(1),
+            ph(2),
+            ph(3)
+        ),
+        [forged.into(), leaf.into(), tenant_value.clone()],
     ))
     .await
     .unwrap();
     for table in ["audit_leaves", "audit_checkpoints"] {
         db.execute(Statement::from_sql_and_values(
             db.get_database_backend(),
-            format!("DELETE FROM {table} WHERE log_id = ?"),
-            [tenant.clone().into()],
+            format!("DELETE FROM {table} WHERE log_id = {}", ph(1)),
+            [tenant_value.clone()],
         ))
         .await
         .unwrap();

@@ -9,7 +9,9 @@
 //!    with one live session: A closes its own as replaced;
 //! 4. killing replica A moves the agent to B (it reconnects through the
 //!    "load balancer" in front), and a deployment approved meanwhile is
-//!    applied exactly once; A's metrics counted the first dispatch.
+//!    applied exactly once; A's metrics counted the first dispatch;
+//! 5. (its own test) PostgreSQL terminating A's listener connection: A
+//!    reconnects, and a job approved through B still reaches A's agent.
 //!
 //! The server is `postgres://postgres@127.0.0.1:5432` unless
 //! `PICKET_TEST_POSTGRES_URL` names another. PostgreSQL being down is a test
@@ -368,5 +370,114 @@ async fn scenario(url: String) {
             .count();
         assert_eq!(runs, 1, "job {job} ran {runs} times:\n{out}");
     }
+    b.kill().await;
+}
+
+/// The value of a counter or gauge line `name value` in a scrape of `server`.
+async fn metric(server: &ServerProc, name: &str) -> anyhow::Result<Option<f64>> {
+    let scrape = Api::new(&server.url, None)?.with_token(METRICS_TOKEN);
+    let (status, body) = scrape.get("/metrics").await?;
+    anyhow::ensure!(status == 200, "/metrics answered {status}: {body}");
+    Ok(body.as_str().unwrap_or_default().lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }))
+}
+
+/// 5. PostgreSQL drops replica A's listener connection (an operator's
+/// `pg_terminate_backend`, a failover, a connection reaper): A reconnects and
+/// listens again (its log says so and its metric counts it), and a deployment
+/// approved through B afterwards still reaches the agent on A. The sweep is
+/// set to an hour, so only the re-established `LISTEN` can deliver it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_reconnects_after_postgresql_drops_it() {
+    let db = picket_e2e::pg::TempDb::create().await.unwrap();
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("metrics.token");
+    std::fs::write(&token_file, METRICS_TOKEN).unwrap();
+    let common = format!(
+        "replica_sweep_secs = 3600\nmetrics_token_file = \"{}\"\n",
+        token_file.display()
+    );
+    let s = Stack::start(StackOpts {
+        database_url: Some(db.url.clone()),
+        server_toml: format!("replica_id = \"a\"\n{common}"),
+        ..StackOpts::default()
+    })
+    .await
+    .unwrap();
+    let mut b = ServerProc::start(
+        &s.root.join("replica-b"),
+        ServerOpts {
+            database_url: Some(db.url.clone()),
+            extra_toml: format!("replica_id = \"b\"\n{common}"),
+            ..ServerOpts::default()
+        },
+    )
+    .await
+    .unwrap();
+    let on_b = Api::new(&b.url, None).unwrap();
+    let approver_b = on_b.login("sam@acme.test").await.unwrap();
+    let requester_b = on_b.login("dana@acme.test").await.unwrap();
+    let admin_b = on_b.login("admin@acme.test").await.unwrap();
+    let logs = |s: &Stack, b: &ServerProc| {
+        format!(
+            "agent log:\n{}\nreplica A log:\n{}\nreplica B log:\n{}",
+            tail(&s.agent.log(), 40),
+            tail(&s.server.log(), 40),
+            tail(&b.log(), 40)
+        )
+    };
+    const CONNECTS: &str = "picket_replica_listener_connects_total";
+    let listener_pids = || async {
+        db.psql(&format!(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = '{}'",
+            picket_server::gateway::cluster::listener_application_name("a")
+        ))
+        .await
+    };
+
+    // A listens once, on a connection of its own that PostgreSQL can name.
+    wait::until("A's listener to connect", WAIT, || async {
+        Ok((metric(&s.server, CONNECTS).await? == Some(1.0)).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&s, &b)));
+    let before = listener_pids().await.unwrap();
+    assert_eq!(before.lines().count(), 1, "listener backends: {before:?}");
+
+    // PostgreSQL terminates it.
+    let killed = db
+        .psql(&format!(
+            "SELECT pg_terminate_backend({})",
+            before.trim()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(killed.trim(), "t");
+
+    // A notices, reconnects on a new backend, and says so.
+    wait::until("A's listener to reconnect", WAIT, || async {
+        let again = metric(&s.server, CONNECTS).await? >= Some(2.0);
+        let pids = listener_pids().await?;
+        let fresh = pids.lines().count() == 1 && pids.trim() != before.trim();
+        Ok((again && fresh).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", logs(&s, &b)));
+    assert!(
+        s.server.log().contains("reconnected and listening again"),
+        "{}",
+        logs(&s, &b)
+    );
+
+    // Approved through B, delivered by A over the new LISTEN.
+    let (rule, dep) = deploy(&requester_b, &approver_b, &s.connection_id, "After the drop")
+        .await
+        .unwrap();
+    let done = wait_final(&admin_b, &dep, &logs(&s, &b)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(s.sim.saved_search(&format!("picket-{rule}")).is_some());
     b.kill().await;
 }

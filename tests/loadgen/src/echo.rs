@@ -19,29 +19,44 @@ fn config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
-/// Serves echo on `listen` for ever; prints `echo listening on ADDR` first.
+/// Serves echo on `listen` for ever (behind TLS when given an acceptor);
+/// prints `echo listening on ADDR` first.
 ///
 /// # Errors
 /// If it cannot bind.
-pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn serve(
+    listen: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     println!("echo listening on {}", listener.local_addr()?);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let Ok(mut ws) =
-                tokio_tungstenite::accept_async_with_config(stream, Some(config())).await
-            else {
-                return;
-            };
-            while let Some(Ok(m)) = ws.next().await {
-                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                    return;
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(s) = acceptor.accept(stream).await {
+                        echo(s).await;
+                    }
                 }
+                None => echo(stream).await,
             }
         });
+    }
+}
+
+async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config())).await
+    else {
+        return;
+    };
+    while let Some(Ok(m)) = ws.next().await {
+        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -52,6 +67,7 @@ pub async fn hold(
     server: SocketAddr,
     n: usize,
     sources: u8,
+    tls: Option<&crate::tls::Pki>,
     stop: CancellationToken,
 ) -> Arc<AtomicU64> {
     let open = Arc::new(AtomicU64::new(0));
@@ -59,6 +75,7 @@ pub async fn hold(
     for i in 0..n {
         let open = open.clone();
         let stop = stop.clone();
+        let connector = tls.map(crate::tls::Pki::connector);
         let Ok(permit) = gate.clone().acquire_owned().await else {
             break;
         };
@@ -67,10 +84,12 @@ pub async fn hold(
                 let sock = TcpSocket::new_v4().ok()?;
                 sock.bind(crate::source_addr(i, sources)).ok()?;
                 let stream = sock.connect(server).await.ok()?;
-                let (mut ws, _) = tokio_tungstenite::client_async_with_config(
-                    format!("ws://{server}/"),
+                let scheme = if connector.is_some() { "wss" } else { "ws" };
+                let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
+                    format!("{scheme}://{server}/"),
                     stream,
                     Some(config()),
+                    connector,
                 )
                 .await
                 .ok()?;

@@ -86,6 +86,8 @@ pub struct FleetConfig {
     pub health_every: Option<Duration>,
     /// Largest random delay before the first connection.
     pub initial_spread: Duration,
+    /// TLS to the server (`wss://`), trusting only the loadgen's CA.
+    pub tls: Option<crate::tls::Pki>,
 }
 
 fn unix_now() -> i64 {
@@ -166,10 +168,12 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
         .write_buffer_size(0)
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
-    let (mut ws, _) = match tokio_tungstenite::client_async_with_config(
-        format!("ws://{}/v1/agent/connect", cfg.server),
+    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
+    let (mut ws, _) = match tokio_tungstenite::client_async_tls_with_config(
+        format!("{scheme}://{}/v1/agent/connect", cfg.server),
         stream,
         Some(ws_cfg),
+        cfg.tls.as_ref().map(crate::tls::Pki::connector),
     )
     .await
     {
@@ -340,7 +344,7 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
     retry
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn send(ws: &mut Ws, msg: &AgentMsg) -> Result<(), ()> {
     let text = encode(msg).map_err(|_| ())?;

@@ -12,12 +12,15 @@
 //! - [`fleet`]: the simulated agents and their counters.
 //! - [`echo`]: the echo floor (server and idle clients).
 //! - [`scenario`]: idle hold, fan-out, sustained health, reconnect storm; the report.
+//! - [`tls`]: `--tls`: a throwaway CA and certificate for the server (and the
+//!   echo floor), and the clients' connector trusting only it.
 
 pub mod echo;
 pub mod fleet;
 pub mod proc;
 pub mod scenario;
 pub mod setup;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

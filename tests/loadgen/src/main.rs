@@ -13,7 +13,8 @@ use picket_loadgen::scenario::{self, Options, Scenario};
 /// Fleet load generator for Picket: simulated agents (real protocol, real crypto) against a fresh picket-server.
 ///
 /// Raise the open-file limit first for large fleets (`ulimit -n 1048576`):
-/// each agent needs one descriptor here and one in the server.
+/// each agent needs one descriptor here and one in the server (each process
+/// has its own limit; the server inherits this one).
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -41,6 +42,9 @@ struct Cli {
     /// Spread of the agents' first connections, seconds.
     #[arg(long, default_value_t = 5, global = true)]
     connect_spread_secs: u64,
+    /// TLS (rustls) in the server and in the echo floor, with a throwaway CA the agents trust.
+    #[arg(long, global = true)]
+    tls: bool,
     /// How long the fleet may take to connect, or a fan-out to complete, seconds.
     #[arg(long, default_value_t = 600, global = true)]
     settle_timeout_secs: u64,
@@ -77,6 +81,12 @@ enum Command {
         /// Listen address.
         #[arg(long)]
         listen: SocketAddr,
+        /// Serve TLS with this certificate (PEM)...
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// ...and this key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -84,7 +94,17 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let scenario = match cli.scenario {
-        Command::EchoServer { listen } => return picket_loadgen::echo::serve(listen).await,
+        Command::EchoServer {
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(c), Some(k)) => Some(picket_loadgen::tls::acceptor(&c, &k)?),
+                _ => None,
+            };
+            return picket_loadgen::echo::serve(listen, tls).await;
+        }
         Command::Idle { hold_secs } => Scenario::Idle(Duration::from_secs(hold_secs)),
         Command::FanOut => Scenario::FanOut,
         Command::Health {
@@ -111,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         api_concurrency: cli.api_concurrency,
         connect_spread: Duration::from_secs(cli.connect_spread_secs),
         settle_timeout: Duration::from_secs(cli.settle_timeout_secs),
+        tls: cli.tls,
     };
     let report = scenario::run(&opts, scenario).await?;
     print!("{report}");

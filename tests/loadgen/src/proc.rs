@@ -73,6 +73,8 @@ pub struct ServerSetup {
     pub admission: (u32, u32),
     /// `[agents] heartbeat_secs`.
     pub heartbeat_secs: u32,
+    /// `[tls]`: serve TLS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running server child.
@@ -122,6 +124,13 @@ impl Server {
             "[agents]\nheartbeat_secs = {}\nhealth_secs = 30\nadmission_rate_per_sec = {}\nadmission_burst = {}\nenrollment_token_ttl_secs = 86400\n",
             self.setup.heartbeat_secs, self.setup.admission.0, self.setup.admission.1
         ));
+        if let Some((cert, key)) = &self.setup.tls {
+            cfg.push_str(&format!(
+                "[tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         let path = self.dir.join("server.toml");
         std::fs::write(&path, cfg)?;
         let log = std::fs::OpenOptions::new()
@@ -198,7 +207,12 @@ impl Server {
 
     /// Base URL of the API.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.setup.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The server log so far.

@@ -68,6 +68,8 @@ pub struct Options {
     pub connect_spread: Duration,
     /// How long to wait for the whole fleet to connect or to finish a fan-out.
     pub settle_timeout: Duration,
+    /// TLS in the server (and in the echo floor).
+    pub tls: bool,
 }
 
 /// Figures of one run, in order.
@@ -146,15 +148,23 @@ fn metric(text: &str, name: &str) -> u64 {
 /// If the server does not start, setup is refused, or the fleet does not
 /// settle within `settle_timeout`.
 pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
-    crate::check_open_files(u64::try_from(opts.agents * 2 + 512).unwrap_or(u64::MAX))?;
+    // The limit is per process: this one holds the N client sockets, the
+    // server child (which inherits the limit) the N server sockets.
+    crate::check_open_files(u64::try_from(opts.agents + 512).unwrap_or(u64::MAX))?;
     let mut r = Report::default();
     r.add("scenario", format!("{scenario:?}"));
     r.add("agents", opts.agents);
     r.add("load average before", load_average());
-    if let Scenario::Floor = scenario {
-        return floor(opts, r).await;
-    }
+    r.add("tls", if opts.tls { "rustls" } else { "none" });
     let dir = tempfile::tempdir()?;
+    let pki = if opts.tls {
+        Some(crate::tls::Pki::create(dir.path())?)
+    } else {
+        None
+    };
+    if let Scenario::Floor = scenario {
+        return floor(opts, pki.as_ref(), r).await;
+    }
     let mut server = Server::start(
         dir.path(),
         ServerSetup {
@@ -162,6 +172,9 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
             database_url: opts.database_url.clone(),
             admission: opts.admission,
             heartbeat_secs: opts.heartbeat_secs,
+            tls: pki
+                .as_ref()
+                .map(|p| (p.cert_path.clone(), p.key_path.clone())),
         },
     )
     .await?;
@@ -202,6 +215,7 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
         sources: opts.sources,
         health_every,
         initial_spread: opts.connect_spread,
+        tls: pki.clone(),
     });
     let t = Instant::now();
     spawn_fleet(&agents, &cfg, &stats, &stop);
@@ -391,11 +405,22 @@ fn spawn_fleet(
 }
 
 /// The echo floor: a child `picket-loadgen echo-server`, N idle connections.
-async fn floor(opts: &Options, mut r: Report) -> anyhow::Result<Report> {
+async fn floor(
+    opts: &Options,
+    pki: Option<&crate::tls::Pki>,
+    mut r: Report,
+) -> anyhow::Result<Report> {
     use tokio::io::AsyncBufReadExt as _;
     let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new(exe)
-        .args(["echo-server", "--listen", "127.0.0.1:0"])
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["echo-server", "--listen", "127.0.0.1:0"]);
+    if let Some(p) = pki {
+        cmd.arg("--tls-cert")
+            .arg(&p.cert_path)
+            .arg("--tls-key")
+            .arg(&p.key_path);
+    }
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -411,7 +436,7 @@ async fn floor(opts: &Options, mut r: Report) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (base, _) = crate::proc::usage(pid)?;
     let stop = CancellationToken::new();
-    let open = crate::echo::hold(addr, opts.agents, opts.sources, stop.clone()).await;
+    let open = crate::echo::hold(addr, opts.agents, opts.sources, pki, stop.clone()).await;
     let n = u64::try_from(opts.agents).unwrap_or(u64::MAX);
     let settled = wait_for("every echo connection open", opts.settle_timeout, || {
         open.load(Ordering::Relaxed) >= n

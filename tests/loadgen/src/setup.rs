@@ -36,11 +36,14 @@ impl Api {
     /// If the HTTP client cannot be built.
     pub fn new(base: &str) -> anyhow::Result<Api> {
         crate::init_crypto();
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(64);
+        if let Some(pem) = crate::tls::api_root() {
+            b = b.tls_certs_only([reqwest::Certificate::from_pem(pem)?]);
+        }
         Ok(Api {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .pool_max_idle_per_host(64)
-                .build()?,
+            http: b.build()?,
             base: base.trim_end_matches('/').to_owned(),
             token: None,
         })

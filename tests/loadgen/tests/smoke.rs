@@ -1,7 +1,8 @@
 //! A small run of the load generator in `cargo test --workspace`: 50
 //! simulated agents enroll, connect, and each receives, verifies, opens,
 //! acknowledges and answers one approved deployment; then the echo floor
-//! holds the same 50 connections. Figures are printed, never asserted.
+//! holds the same 50 connections; and 20 agents do the same over TLS
+//! terminated by the server. Figures are printed, never asserted.
 
 // Test code: a failed unwrap is a test failure at its exact line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,7 +22,27 @@ fn opts() -> Options {
         api_concurrency: 8,
         connect_spread: Duration::from_secs(1),
         settle_timeout: Duration::from_secs(300),
+        tls: false,
     }
+}
+
+/// `--tls`: the server terminates TLS itself (rustls) and the agents verify
+/// its certificate against the run's CA; the same fan-out arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_agents_over_tls_receive_one_fan_out_each() {
+    let opts = Options {
+        agents: 20,
+        tls: true,
+        ..opts()
+    };
+    let r = scenario::run(&opts, Scenario::FanOut).await.unwrap();
+    println!("{r}");
+    assert!(
+        r.lines.iter().any(|(k, v)| k == "tls" && v == "rustls"),
+        "{r}"
+    );
+    assert_eq!(r.connected, 20, "{r}");
+    assert_eq!(r.jobs_acked, 20, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
