@@ -432,7 +432,8 @@ async fn listener_reconnects_after_postgresql_drops_it() {
     const CONNECTS: &str = "picket_replica_listener_connects_total";
     let listener_pids = || async {
         db.psql(&format!(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = '{}'",
+            // pg_stat_activity spans every database: other tests run replicas named "a" too.
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = '{}'",
             picket_server::gateway::cluster::listener_application_name("a")
         ))
         .await

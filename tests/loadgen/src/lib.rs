@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`proc`]: the server (and echo) child processes and their `/proc` figures.
+//! - [`rest`]: the real agent binary at rest (memory, CPU, binary size).
 //! - [`setup`]: the admin side over the JSON API: users, bulk enrollment,
 //!   connections, deployments and approvals.
 //! - [`fleet`]: the simulated agents and their counters.
@@ -18,6 +19,7 @@
 pub mod echo;
 pub mod fleet;
 pub mod proc;
+pub mod rest;
 pub mod scenario;
 pub mod setup;
 pub mod tls;

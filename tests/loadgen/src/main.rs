@@ -75,6 +75,15 @@ enum Command {
     Storm,
     /// The bare tokio-tungstenite echo server with N idle connections (the memory floor).
     Floor,
+    /// The real picket-agent binary enrolled and idle: its memory, CPU and binary size (ignores -n).
+    AgentAtRest {
+        /// How long to measure, seconds.
+        #[arg(long, default_value_t = 60)]
+        hold_secs: u64,
+        /// The picket-agent binary (default: next to this one).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+    },
     /// Run the echo server (used by `floor`, in its own process).
     #[command(hide = true)]
     EchoServer {
@@ -93,6 +102,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let agent_bin = match &cli.scenario {
+        Command::AgentAtRest { agent_bin, .. } => agent_bin.clone(),
+        _ => None,
+    };
     let scenario = match cli.scenario {
         Command::EchoServer {
             listen,
@@ -116,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Storm => Scenario::Storm,
         Command::Floor => Scenario::Floor,
+        Command::AgentAtRest { hold_secs, .. } => {
+            Scenario::AgentAtRest(Duration::from_secs(hold_secs))
+        }
     };
     let server_bin = match cli.server_bin {
         Some(p) => p,
@@ -132,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
         connect_spread: Duration::from_secs(cli.connect_spread_secs),
         settle_timeout: Duration::from_secs(cli.settle_timeout_secs),
         tls: cli.tls,
+        agent_bin,
     };
     let report = scenario::run(&opts, scenario).await?;
     print!("{report}");

@@ -13,7 +13,9 @@
 //! - `storm`: kills the server (SIGKILL), restarts it and reports the time
 //!   until every agent is back, with every error seen;
 //! - `floor`: the same number of idle connections to the bare echo server,
-//!   for the memory ratio.
+//!   for the memory ratio;
+//! - `agent-at-rest`: no fleet; the real `picket-agent` binary enrolled and
+//!   idle ([`crate::rest`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub enum Scenario {
     Storm,
     /// The echo floor only.
     Floor,
+    /// The real agent binary enrolled and idle for this long (no fleet).
+    AgentAtRest(Duration),
 }
 
 /// Settings shared by the scenarios.
@@ -70,6 +74,8 @@ pub struct Options {
     pub settle_timeout: Duration,
     /// TLS in the server (and in the echo floor).
     pub tls: bool,
+    /// `picket-agent` binary for the agent-at-rest scenario.
+    pub agent_bin: Option<PathBuf>,
 }
 
 /// Figures of one run, in order.
@@ -88,7 +94,8 @@ pub struct Report {
 }
 
 impl Report {
-    fn add(&mut self, k: &str, v: impl std::fmt::Display) {
+    /// Appends a `name  value` line.
+    pub fn add(&mut self, k: &str, v: impl std::fmt::Display) {
         self.lines.push((k.to_owned(), v.to_string()));
     }
 }
@@ -188,6 +195,26 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
     );
     let base = server.url();
     let admins = setup::claim(&base).await?;
+    if let Scenario::AgentAtRest(hold) = scenario {
+        let bin = match &opts.agent_bin {
+            Some(b) => b.clone(),
+            None => crate::proc::sibling_bin("picket-agent")?,
+        };
+        let measured = crate::rest::measure(
+            &mut r,
+            &admins,
+            &base,
+            &bin,
+            pki.as_ref().map(|p| p.ca_pem.as_slice()),
+            dir.path(),
+            hold,
+        )
+        .await;
+        r.add("load average after", load_average());
+        server.kill().await;
+        measured?;
+        return Ok(r);
+    }
     let t = Instant::now();
     let agents = setup::enroll(&admins, &base, opts.agents, opts.api_concurrency).await?;
     r.add("enrollment", format!("{:.1} s", t.elapsed().as_secs_f64()));
@@ -379,7 +406,7 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
             r.add("errors during the storm", format!("{errs:?}"));
             back?;
         }
-        Scenario::Floor => {}
+        Scenario::Floor | Scenario::AgentAtRest(_) => {}
     }
     r.add("errors", format!("{:?}", stats.errors()));
     r.add("load average after", load_average());

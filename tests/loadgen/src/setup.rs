@@ -72,6 +72,22 @@ impl Api {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// GET JSON as this client's user, expecting 2xx.
+    ///
+    /// # Errors
+    /// On transport failure or another status (with the body).
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| format!("GET {path}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "GET {path}: {status}: {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// GET text with a bearer token (e.g. `/metrics`).
     ///
     /// # Errors

@@ -20,7 +20,7 @@ pub fn api_root() -> Option<&'static [u8]> {
 }
 
 /// PEM files of the throwaway PKI and a client configuration trusting it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Pki {
     /// The server certificate (PEM), signed by the CA.
     pub cert_path: PathBuf,

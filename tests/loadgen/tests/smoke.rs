@@ -23,6 +23,7 @@ fn opts() -> Options {
         connect_spread: Duration::from_secs(1),
         settle_timeout: Duration::from_secs(300),
         tls: false,
+        agent_bin: None,
     }
 }
 
