@@ -802,9 +802,12 @@ async fn handshake(ctx: &Ctx, ws: &mut Ws) -> anyhow::Result<Handshake> {
             close(ws, CloseCode::Normal, "revoked").await;
             Ok(Handshake::Ended(Ended::Revoked))
         }
-        _ => {
+        other => {
             close(ws, CloseCode::Protocol, "expected welcome").await;
-            bail!("the server did not answer the hello with a welcome");
+            // Only the variant's name: the message itself may be large.
+            let dbg = format!("{other:?}");
+            let kind = dbg.split(['(', ' ', '{']).next().unwrap_or_default();
+            bail!("the server did not answer the hello with a welcome (it sent {kind})");
         }
     }
 }

@@ -104,8 +104,10 @@ impl TempDb {
 impl Drop for TempDb {
     fn drop(&mut self) {
         // FORCE ends the sessions of a server that may still be exiting.
-        if let Err(e) = psql_sync(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-        {
+        if let Err(e) = psql_sync(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )) {
             eprintln!("could not drop the test database {}: {e:#}", self.name);
         }
     }

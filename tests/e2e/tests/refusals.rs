@@ -294,7 +294,13 @@ async fn job_sealed_to_one_agent_is_refused_by_another() {
             .then_some(()))
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nagent B log:\n{}\nserver log:\n{}",
+            tail(&b.log(), 30),
+            tail(&s.server.log(), 30)
+        )
+    });
     assert!(
         !proxy_b
             .agent_frames()

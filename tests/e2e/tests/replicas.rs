@@ -450,10 +450,7 @@ async fn listener_reconnects_after_postgresql_drops_it() {
 
     // PostgreSQL terminates it.
     let killed = db
-        .psql(&format!(
-            "SELECT pg_terminate_backend({})",
-            before.trim()
-        ))
+        .psql(&format!("SELECT pg_terminate_backend({})", before.trim()))
         .await
         .unwrap();
     assert_eq!(killed.trim(), "t");
@@ -474,9 +471,14 @@ async fn listener_reconnects_after_postgresql_drops_it() {
     );
 
     // Approved through B, delivered by A over the new LISTEN.
-    let (rule, dep) = deploy(&requester_b, &approver_b, &s.connection_id, "After the drop")
-        .await
-        .unwrap();
+    let (rule, dep) = deploy(
+        &requester_b,
+        &approver_b,
+        &s.connection_id,
+        "After the drop",
+    )
+    .await
+    .unwrap();
     let done = wait_final(&admin_b, &dep, &logs(&s, &b)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert!(s.sim.saved_search(&format!("picket-{rule}")).is_some());

@@ -344,7 +344,8 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
     retry
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn send(ws: &mut Ws, msg: &AgentMsg) -> Result<(), ()> {
     let text = encode(msg).map_err(|_| ())?;

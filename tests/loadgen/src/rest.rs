@@ -56,7 +56,10 @@ pub async fn measure(
     std::fs::write(&cfg_path, cfg)?;
     let t = admins
         .admin
-        .post("/v1/enrollment-tokens", &json!({ "label": "agent-at-rest" }))
+        .post(
+            "/v1/enrollment-tokens",
+            &json!({ "label": "agent-at-rest" }),
+        )
         .await?;
     let token_path = dir.join("agent.token");
     std::fs::write(&token_path, t["token"].as_str().context("token")?)?;
