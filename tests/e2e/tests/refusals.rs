@@ -275,12 +275,16 @@ async fn job_sealed_to_one_agent_is_refused_by_another() {
     .await
     .unwrap();
     b.start().unwrap();
+    // Both sides: the server marks the session connected just before it
+    // sends the Welcome, and a job injected before the agent has read the
+    // Welcome is (rightly) a handshake violation that drops the connection.
     wait::until("agent B to connect", WAIT, || async {
         let v = s
             .admin
             .get_ok(&format!("/v1/agents/{}", b.agent_id))
             .await?;
-        Ok((v["connected"] == json!(true)).then_some(()))
+        let welcomed = b.log().contains("connected to the server");
+        Ok((v["connected"] == json!(true) && welcomed).then_some(()))
     })
     .await
     .unwrap();
