@@ -160,7 +160,9 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
     crate::check_open_files(u64::try_from(opts.agents + 512).unwrap_or(u64::MAX))?;
     let mut r = Report::default();
     r.add("scenario", format!("{scenario:?}"));
-    r.add("agents", opts.agents);
+    if !matches!(scenario, Scenario::AgentAtRest(_)) {
+        r.add("agents", opts.agents);
+    }
     r.add("load average before", load_average());
     r.add("tls", if opts.tls { "rustls" } else { "none" });
     let dir = tempfile::tempdir()?;
