@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Builds picket-agent.msi on Linux and checks it:
 #   1. cross-compiles the agent for x86_64-pc-windows-gnu (rustup target +
-#      Debian's gcc-mingw-w64-x86-64 as the linker), release profile;
+#      Debian's gcc-mingw-w64-x86-64 as the linker, its windmc/windres for the
+#      Event Log message table), release profile;
 #   2. writes Windows versions of the example agent.toml / policy.toml
 #      (state and policy under C:\ProgramData\Picket);
 #   3. builds the MSI from installers/msi/picket-agent.wxs with wixl (msitools);
-#   4. checks the File, Component, ServiceInstall, ServiceControl,
-#      CustomAction, InstallExecuteSequence and Upgrade tables with msiinfo;
-#   5. runs `picket-agent.exe --version` under wine (wine64) if it is
-#      installed, else checks the PE headers with objdump.
+#   4. checks the File, Component, ServiceInstall, ServiceControl, Registry
+#      (the Event Log source), CustomAction, InstallExecuteSequence and Upgrade
+#      tables with msiinfo;
+#   5. under wine (Debian's 64-bit wine64; see docs/install.md for why not
+#      wine32): `picket-agent.exe --version`, `check-config` on the Windows
+#      configuration, then the MSI itself: `msiexec /i` (files, PrepareData,
+#      the service, the Event Log registry key), the service started by
+#      wine's service control manager and its events reaching ReportEventW
+#      (traced with WINEDEBUG=+eventlog), and `msiexec /x` removing all of it.
+# Prints `ok:` / `FAIL:` per check and `N passed, N failed` at the end.
 # Output: $CARGO_TARGET_DIR/msi/picket-agent-<version>-x64.msi
 # Installs what it needs when run as root (apt-get, rustup). Safe to re-run.
 set -euo pipefail
@@ -28,19 +35,22 @@ check() {
 }
 step() { printf '\n--> %s\n' "$*"; }
 
-step "tools: rustup target $target, mingw-w64, wixl, msiinfo, wine"
+step "tools: rustup target $target, mingw-w64, wixl, msiinfo, wine64"
 need=()
+# gcc-mingw-w64-x86-64 brings binutils-mingw-w64-x86-64 (windmc, windres: the eventlog crate's build script).
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need+=(gcc-mingw-w64-x86-64)
+command -v x86_64-w64-mingw32-windmc >/dev/null 2>&1 || need+=(binutils-mingw-w64-x86-64)
 command -v wixl >/dev/null 2>&1 || need+=(wixl)
 command -v msiinfo >/dev/null 2>&1 || need+=(msitools)
-# wine runs the cross-built exe for the --version check (else only the PE headers are checked).
+# wine64 only (no recommends: fonts, gstreamer...): it runs the 64-bit exe and
+# msiexec; wine32 needs the i386 architecture (see docs/install.md).
 command -v wine >/dev/null 2>&1 || need+=(wine wine64)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
   else
-    echo "missing ${need[*]}: install them (apt-get install ${need[*]})" >&2
+    echo "missing ${need[*]}: install them (apt-get install --no-install-recommends ${need[*]})" >&2
     exit 1
   fi
 fi
@@ -48,7 +58,9 @@ rustup target list --installed | grep -qx "$target" || rustup target add "$targe
 
 step "cross-compile picket-agent for $target (release)"
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
+build_start=$SECONDS
 cargo build --release --target "$target" -p picket-agent
+echo "cross build: $((SECONDS - build_start)) s"
 exe="$CARGO_TARGET_DIR/$target/release/picket-agent.exe"
 check "built $exe" test -s "$exe"
 version="$(cargo metadata --no-deps --format-version 1 |
@@ -78,7 +90,7 @@ ls -l "$msi"
 
 step "msiinfo: tables"
 table() { msiinfo export "$msi" "$1" | tail -n +4 | tr -d '\r'; }
-for t in File Component ServiceInstall ServiceControl CustomAction Upgrade; do
+for t in File Component ServiceInstall ServiceControl Registry CustomAction Upgrade; do
   echo "== $t"
   table "$t"
 done
@@ -94,11 +106,21 @@ si="$(table ServiceInstall)"
 check "ServiceInstall: picket-agent, own process, auto start" \
   grep -q "^PicketAgentService${tab}picket-agent${tab}Picket agent${tab}16${tab}2${tab}1${tab}" <<<"$si"
 check "ServiceInstall: runs as LocalService" grep -q "${tab}NT AUTHORITY\\\\LocalService${tab}" <<<"$si"
-check "ServiceInstall: service run with the ProgramData config" \
-  grep -qF -- '--config "[CommonAppDataFolder]Picket\agent.toml" --log-file "[CommonAppDataFolder]Picket\agent.log" service run' <<<"$si"
+check "ServiceInstall: service run with the ProgramData config (logs to the Event Log, no log file)" \
+  grep -qF -- "${tab}--config \"[CommonAppDataFolder]Picket\\agent.toml\" service run${tab}" <<<"$si"
 # 163 = start on install (1) + stop on install (2) + stop on uninstall (32) + delete on uninstall (128).
 check "ServiceControl: start on install, stop both, remove on uninstall, wait" \
   grep -q "^PicketAgentServiceControl${tab}picket-agent${tab}163${tab}${tab}1${tab}AgentExe$" <<<"$(table ServiceControl)"
+# Without the generated row id; root 2 = HKLM; all three rows in the exe's component, so they go with it.
+reg="$(table Registry | cut -f2-)"
+evkey='SYSTEM\CurrentControlSet\Services\EventLog\Application\Picket Agent'
+check "Registry: Event Log source, EventMessageFile = the installed exe (its message table)" \
+  grep -qxF "2${tab}${evkey}${tab}EventMessageFile${tab}[#PicketAgentExe]${tab}AgentExe" <<<"$reg"
+check "Registry: TypesSupported = 7 (error, warning, information)" \
+  grep -qxF "2${tab}${evkey}${tab}TypesSupported${tab}#7${tab}AgentExe" <<<"$reg"
+check "Registry: the source key is deleted on uninstall (Name -)" \
+  grep -qxF "2${tab}${evkey}${tab}-${tab}${tab}AgentExe" <<<"$reg"
+check "Registry: nothing else" test "$(wc -l <<<"$reg")" = 3
 ca="$(table CustomAction)"
 # 3090 = exe from the installed file (18) + deferred (1024) + no impersonation (2048).
 check "CustomAction: PrepareData deferred as SYSTEM" \
@@ -117,27 +139,6 @@ check "sequence: Enroll only on a first install with both properties" \
 check "Upgrade: MajorUpgrade of earlier versions" \
   grep -q "^{6B0C5E1A-4F7D-4E63-9E0B-2C1F7A9D3B41}${tab}${tab}$version${tab}${tab}1${tab}${tab}WIX_UPGRADE_DETECTED$" <<<"$(table Upgrade)"
 
-step "picket-agent.exe --version"
-pe_headers() {
-  headers="$(x86_64-w64-mingw32-objdump -f "$exe")"
-  echo "$headers"
-  check "PE32+ x86-64 executable (PE headers, not a run)" grep -q "file format pei-x86-64" <<<"$headers"
-}
-if command -v wine >/dev/null 2>&1; then
-  prefix="$(mktemp -d)"
-  if got="$(WINEPREFIX="$prefix" WINEDEBUG=-all timeout 300 wine "$exe" --version 2>/dev/null | tr -d '\r')"; then
-    echo "under wine: $got"
-    check "picket-agent.exe --version under wine" test "$got" = "picket-agent $version"
-  else
-    # Debian 12's wine64 without the i386 wine32 cannot create a prefix (syswow64).
-    echo "WINE COULD NOT RUN THE EXE (prefix creation failed): checking the PE headers instead"
-    pe_headers
-  fi
-  rm -rf "$prefix"
-else
-  echo "wine is not installed: checking the PE headers instead"
-  pe_headers
-fi
-
+@@WINE@@
 printf '\n%d passed, %d failed\n' "$((checks - fails))" "$fails"
 [ "$fails" = 0 ]
