@@ -139,6 +139,115 @@ check "sequence: Enroll only on a first install with both properties" \
 check "Upgrade: MajorUpgrade of earlier versions" \
   grep -q "^{6B0C5E1A-4F7D-4E63-9E0B-2C1F7A9D3B41}${tab}${tab}$version${tab}${tab}1${tab}${tab}WIX_UPGRADE_DETECTED$" <<<"$(table Upgrade)"
 
-@@WINE@@
+step "under wine: picket-agent.exe --version, check-config"
+# Debian's wine64 alone (no i386 wine32): prefix creation notes a missing
+# syswow64\rundll32.exe, which only 32-bit programs need. A fresh prefix per run;
+# +eventlog makes wine's ReportEventW print each event (wine has no Event Log
+# to write to), so the service's events can be read back from $wlog.
+WINEPREFIX="$(mktemp -d)"
+export WINEPREFIX WINEDEBUG=-all,+eventlog WINEDLLOVERRIDES="mscoree,mshtml="
+wlog="$out/wine.log"
+: >"$wlog"
+cleanup_wine() {
+  wineserver -k 2>/dev/null || true
+  rm -rf "$WINEPREFIX"
+}
+trap cleanup_wine EXIT
+# wineboot starts the prefix's services.exe; it and every service it starts
+# keep this command's stderr, i.e. $wlog.
+timeout 300 wine wineboot --init >>"$wlog" 2>&1 || true
+check "wine prefix created" test -f "$WINEPREFIX/system.reg"
+drive_c="$WINEPREFIX/drive_c"
+run_exe() { timeout 120 wine "$@" 2>>"$wlog" | tr -d '\r'; }
+got="$(run_exe "$exe" --version)" || true
+echo "picket-agent.exe --version: $got"
+check "picket-agent.exe --version under wine" test "$got" = "picket-agent $version"
+# The Windows configuration at the MSI's paths, as PrepareData would leave it.
+mkdir -p "$drive_c/ProgramData/Picket"
+cp "$out/agent.toml" "$out/policy.toml" "$drive_c/ProgramData/Picket/"
+cc="$(run_exe "$exe" --config 'C:\ProgramData\Picket\agent.toml' check-config)" || true
+echo "$cc"
+check "check-config: the Windows agent.toml" grep -qxF 'config file: C:\ProgramData\Picket\agent.toml (ok)' <<<"$cc"
+check "check-config: state under ProgramData" grep -qF 'state_dir: C:\ProgramData\Picket\state (' <<<"$cc"
+check "check-config: the Windows policy.toml" grep -qxF 'policy file: C:\ProgramData\Picket\policy.toml (ok)' <<<"$cc"
+check "check-config: configuration ok" grep -qxF 'configuration ok' <<<"$cc"
+printf '[policy\nbroken = \n' >"$drive_c/ProgramData/Picket/policy.toml"
+if bad="$(run_exe "$exe" --config 'C:\ProgramData\Picket\agent.toml' check-config 2>&1)"; then
+  fail "check-config accepted a broken policy.toml"
+else
+  ok "check-config refuses a broken policy.toml (exit non-zero)"
+fi
+rm -rf "$drive_c/ProgramData/Picket"
+
+step "under wine: msiexec /i (no enrollment), the service, the Event Log, msiexec /x"
+msi_w="$(winepath -w "$msi" 2>/dev/null)"
+pf="$drive_c/Program Files/Picket"
+data="$drive_c/ProgramData/Picket"
+svckey='HKLM\SYSTEM\CurrentControlSet\Services\picket-agent'
+evkey_w="HKLM\\$evkey"
+regq() { timeout 60 wine reg query "$@" 2>>"$wlog" | tr -d '\r'; }
+if timeout 600 wine msiexec /i "$msi_w" /qn >>"$wlog" 2>&1; then
+  ok "msiexec /i /qn succeeded"
+else
+  fail "msiexec /i /qn failed (see $wlog)"
+fi
+check "installed: C:\\Program Files\\Picket\\picket-agent.exe (same bytes)" cmp -s "$exe" "$pf/picket-agent.exe"
+check "installed: agent.toml.example, policy.toml.example" test -f "$pf/agent.toml.example" -a -f "$pf/policy.toml.example"
+check "PrepareData: C:\\ProgramData\\Picket\\agent.toml from the example" cmp -s "$out/agent.toml" "$data/agent.toml"
+check "PrepareData: C:\\ProgramData\\Picket\\policy.toml from the example" cmp -s "$out/policy.toml" "$data/policy.toml"
+svc="$(regq "$svckey")" || true
+echo "$svc"
+check "service: ImagePath runs service run with the ProgramData config" \
+  grep -qF '"C:\Program Files\Picket\picket-agent.exe" --config "C:\ProgramData\Picket\agent.toml" service run' <<<"$svc"
+check "service: automatic start (Start 2)" grep -qE '^\s+Start\s+REG_DWORD\s+0x2$' <<<"$svc"
+check "service: account NT AUTHORITY\\LocalService" grep -qE '^\s+ObjectName\s+REG_SZ\s+NT AUTHORITY\\LocalService$' <<<"$svc"
+ev="$(regq "$evkey_w")" || true
+echo "$ev"
+check "Event Log source: EventMessageFile is the installed exe" \
+  grep -qE '^\s+EventMessageFile\s+REG_SZ\s+C:\\Program Files\\Picket\\picket-agent.exe$' <<<"$ev"
+check "Event Log source: TypesSupported 7" grep -qE '^\s+TypesSupported\s+REG_DWORD\s+0x7$' <<<"$ev"
+# Not enrolled: StartServices started the service, which logged its start and
+# the error to the Event Log and stopped. Wait for both events (generous: a loaded machine).
+for _ in $(seq 1 120); do
+  grep -q 'ReportEventW.*the service stopped with an error' "$wlog" && break
+  sleep 1
+done
+grep -a 'eventlog' "$wlog" | head -n 20
+check "Event Log: information event at start (picket-agent $version, the ProgramData config)" \
+  grep -aqE "trace:eventlog:ReportEventW L\".*INFO.*the service is starting.*version=$version" "$wlog"
+check "Event Log: error event naming the cause (not enrolled) as the service stops" \
+  grep -aqE 'err:eventlog:ReportEventW L".*ERROR.*the service stopped with an error.*enroll' "$wlog"
+# Upgrade: the same exe as a higher version (MajorUpgrade: the old product is
+# removed, the new one installed); the customer's edits and state must survive.
+up_version="${version%.*}.$((${version##*.} + 1))"
+up_msi="$out/upgrade/picket-agent-$up_version-x64.msi"
+mkdir -p "$out/upgrade"
+(cd "$out" && wixl -a x64 -D Version="$up_version" -D Exe=picket-agent.exe -D AgentToml=agent.toml \
+  -D PolicyToml=policy.toml -o "$up_msi" "$wxs")
+echo "# edited by the customer" >>"$data/agent.toml"
+mkdir -p "$data/state"
+echo "stand-in for the agent's keys" >"$data/state/marker"
+if timeout 600 wine msiexec /i "$(winepath -w "$up_msi" 2>/dev/null)" /qn >>"$wlog" 2>&1; then
+  ok "upgrade to $up_version: msiexec /i /qn succeeded"
+else
+  fail "upgrade to $up_version: msiexec /i /qn failed (see $wlog)"
+fi
+check "upgrade: picket-agent.exe in place" cmp -s "$exe" "$pf/picket-agent.exe"
+check "upgrade: the edited agent.toml kept" grep -qxF "# edited by the customer" "$data/agent.toml"
+check "upgrade: the state directory kept" test -f "$data/state/marker"
+check "upgrade: the service is still installed" bash -c "timeout 60 wine reg query '$svckey' >/dev/null 2>&1"
+check "upgrade: the Event Log source is still registered" \
+  bash -c "timeout 60 wine reg query '$evkey_w' /v EventMessageFile >/dev/null 2>&1"
+msi_w="$(winepath -w "$up_msi" 2>/dev/null)"
+if timeout 600 wine msiexec /x "$msi_w" /qn >>"$wlog" 2>&1; then
+  ok "msiexec /x /qn succeeded"
+else
+  fail "msiexec /x /qn failed (see $wlog)"
+fi
+check "uninstalled: picket-agent.exe removed" test ! -e "$pf/picket-agent.exe"
+check "uninstalled: the service is deleted" bash -c "! timeout 60 wine reg query '$svckey' >/dev/null 2>&1"
+check "uninstalled: the Event Log source key is deleted" bash -c "! timeout 60 wine reg query '$evkey_w' >/dev/null 2>&1"
+check "uninstalled: C:\\ProgramData\\Picket\\agent.toml kept" test -f "$data/agent.toml"
+
 printf '\n%d passed, %d failed\n' "$((checks - fails))" "$fails"
 [ "$fails" = 0 ]
