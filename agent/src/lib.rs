@@ -47,11 +47,11 @@ pub mod proxy;
 mod session;
 pub mod siem;
 pub mod state;
+/// The Event Log writer for `service run` (Windows only; its size cap is tested everywhere).
+pub mod winlog;
 /// Windows only: `picket-agent service run` under the service control manager.
 #[cfg(windows)]
 pub mod winsvc;
-/// The Event Log writer for `service run` (Windows only; its size cap is tested everywhere).
-pub mod winlog;
 mod witness;
 
 pub use config::AgentConfig;

