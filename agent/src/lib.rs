@@ -26,6 +26,7 @@
 //! - `health`: process/host figures and SIEM probes for health reports.
 //! - `witness`: the agent as a witness of its tenant's audit log (checkpoints, consistency, alarms).
 //! - `winsvc` (Windows only): the agent as a Windows service (`service run`).
+//! - [`winlog`]: the Windows Event Log as the service's log destination (the writer is Windows only).
 //! - [`siem`]: SIEM connectors (Splunk today) behind one enum-dispatched interface.
 
 pub mod backoff;
@@ -46,6 +47,8 @@ pub mod proxy;
 mod session;
 pub mod siem;
 pub mod state;
+/// The Event Log writer for `service run` (Windows only; its size cap is tested everywhere).
+pub mod winlog;
 /// Windows only: `picket-agent service run` under the service control manager.
 #[cfg(windows)]
 pub mod winsvc;

@@ -13,8 +13,10 @@
 //!   to the server, see [`picket_agent::identity`].
 //!
 //! Logging goes to stderr, or to `--log-file` (`--log-format text|json`, filter from
-//! `PICKET_AGENT_LOG` or `RUST_LOG`, default `info`). Exit codes: 0 success,
-//! 1 error, 2 usage error, 3 the server revoked this agent.
+//! `PICKET_AGENT_LOG` or `RUST_LOG`, default `info`); `service run` on Windows also
+//! logs to the Windows Event Log (Application, source "Picket Agent", see
+//! [`picket_agent::winlog`]). Exit codes: 0 success, 1 error, 2 usage error, 3 the
+//! server revoked this agent.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,7 +31,9 @@ use picket_agent::ledger::Ledger;
 use picket_agent::state::StateDir;
 use picket_agent::{Revoked, enroll, run_agent};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Exit code when the server has revoked this agent.
 const EXIT_REVOKED: u8 = 3;
@@ -63,7 +67,8 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Append logs to this file instead of stderr (the Windows service, which has no console).
+    /// Append logs to this file instead of stderr (`service run` on Windows logs to the
+    /// Windows Event Log as well).
     #[arg(long, global = true, value_name = "PATH")]
     log_file: Option<PathBuf>,
 
@@ -186,41 +191,100 @@ struct StatusArgs {
     state_dir: Option<PathBuf>,
 }
 
-fn init_logging(format: LogFormat, file: Option<&Path>) -> anyhow::Result<()> {
+/// Logs to stderr or `--log-file`, and for `service run` on Windows also to
+/// the Windows Event Log (`event_log`). Returns a warning to log once the
+/// subscriber is up (the Event Log could not be opened: the service still
+/// runs, logging to the other destination).
+fn init_logging(
+    format: LogFormat,
+    file: Option<&Path>,
+    event_log: bool,
+) -> anyhow::Result<Option<String>> {
     let filter = std::env::var("PICKET_AGENT_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|s| EnvFilter::try_new(s).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if let Some(path) = file {
+    let output: BoxedLayer = if let Some(path) = file {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open --log-file {}", path.display()))?;
-        let builder = builder
+        let layer = tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(f));
         match format {
-            LogFormat::Text => builder.init(),
-            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => layer.boxed(),
+            LogFormat::Json => layer.json().boxed(),
         }
     } else {
-        let builder = builder.with_writer(std::io::stderr);
+        let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
         match format {
-            LogFormat::Text => builder.init(),
-            LogFormat::Json => builder.json().init(),
+            LogFormat::Text => layer.boxed(),
+            LogFormat::Json => layer.json().boxed(),
         }
+    };
+    let mut layers = vec![output];
+    let (event_log, warning) = event_log_layer(format, event_log);
+    layers.extend(event_log);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layers)
+        .try_init()
+        .context("cannot set up logging")?;
+    Ok(warning)
+}
+
+/// One log destination under the global filter.
+type BoxedLayer = Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync>;
+
+/// The Windows Event Log layer (source "Picket Agent"), same format as the
+/// other output minus the timestamp (the Event Log keeps its own).
+#[cfg(windows)]
+fn event_log_layer(format: LogFormat, wanted: bool) -> (Option<BoxedLayer>, Option<String>) {
+    if !wanted {
+        return (None, None);
     }
-    Ok(())
+    match picket_agent::winlog::EventLogWriter::open() {
+        Ok(writer) => {
+            let layer = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .without_time()
+                .with_writer(writer);
+            let layer = match format {
+                LogFormat::Text => layer.boxed(),
+                LogFormat::Json => layer.json().boxed(),
+            };
+            (Some(layer), None)
+        }
+        Err(e) => (
+            None,
+            Some(format!(
+                "cannot open the Windows Event Log source {:?} ({e}); logging to the other \
+                 destination only",
+                picket_agent::winlog::EVENT_SOURCE
+            )),
+        ),
+    }
+}
+
+/// No Event Log outside Windows (`service run` refuses to start there).
+#[cfg(not(windows))]
+fn event_log_layer(_format: LogFormat, _wanted: bool) -> (Option<BoxedLayer>, Option<String>) {
+    (None, None)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.log_format, cli.log_file.as_deref()) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
+    let service = matches!(cli.command, Command::Service(ServiceCommand::Run));
+    match init_logging(cli.log_format, cli.log_file.as_deref(), service) {
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
     }
     if let Command::Service(ServiceCommand::Run) = cli.command {
         return service_run(cli.config);

@@ -93,6 +93,12 @@ fn run_service() -> anyhow::Result<()> {
         let path = CONFIG_PATH
             .get()
             .context("internal: the configuration path was not set")?;
+        // The first event of each start in the Event Log: which binary and configuration.
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %path.display(),
+            "the service is starting"
+        );
         let config = AgentConfig::load(path)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
