@@ -126,6 +126,31 @@ fn assert_no_inline(path: &str, html: &str) {
     }
 }
 
+/// Every form control a person fills in has a `<label for=…>` naming it
+/// (hidden fields excepted), so screen readers and clicks on the text work.
+fn assert_labelled(path: &str, html: &str) {
+    for open in ["<input", "<select", "<textarea"] {
+        let mut rest = html;
+        while let Some(i) = rest.find(open) {
+            let end = rest[i..].find('>').unwrap() + i;
+            let tag = &rest[i..end];
+            rest = &rest[end..];
+            if tag.contains("type=\"hidden\"") {
+                continue;
+            }
+            let id = tag
+                .split(" id=\"")
+                .nth(1)
+                .and_then(|t| t.split('"').next())
+                .unwrap_or_else(|| panic!("{path}: a control without an id: {tag}"));
+            assert!(
+                html.contains(&format!("<label for=\"{id}\"")),
+                "{path}: no label for #{id}"
+            );
+        }
+    }
+}
+
 /// A tenant with an admin, a requester (User), an approver (User), a Viewer,
 /// an agent, a connection, a rule and a deployment awaiting approval; every
 /// session as a console cookie.
@@ -379,11 +404,13 @@ async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
         assert!(p.html.starts_with("<!doctype html>"), "{path}");
         assert!(p.html.contains("<main id=\"main\""), "{path}");
         assert_no_inline(path, &p.html);
+        assert_labelled(path, &p.html);
     }
     for path in ["/login", "/invitation?token=abc", "/claim"] {
         let p = page(app, "GET", path, None, &[], &[]).await;
         assert_eq!(p.csp, picket_server::api::CSP, "{path}");
         assert_no_inline(path, &p.html);
+        assert_labelled(path, &p.html);
     }
     // The form shown again with errors, and the settings page showing a secret.
     let p = post(
@@ -402,6 +429,7 @@ async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
     .await;
     assert_eq!(p.status, 422, "validation findings answer 422");
     assert_no_inline("rule form with errors", &p.html);
+    assert_labelled("rule form with errors", &p.html);
     let p = post(
         app,
         "/settings/enrollment-tokens",
@@ -934,10 +962,16 @@ async fn reject_and_request_changes_take_a_comment_and_only_for_those_who_may_de
     assert!(p.content_type.starts_with("text/html"));
     assert!(p.html.contains("needs a comment"), "{}", p.html);
     let status = |app: &TestApp, id: String| async move {
-        app.scalar(&format!("SELECT status FROM deployments WHERE id = '{id}'"))
+        use picket_server::db::entity::deployment;
+        let id: Uuid = id.parse().unwrap();
+        deployment::Entity::find_by_id(id)
+            .one(&app.db)
             .await
+            .unwrap()
+            .unwrap()
+            .status
     };
-    assert_eq!(status(app, w.dep.clone()).await, ["pending_approval"]);
+    assert_eq!(status(app, w.dep.clone()).await, "pending_approval");
     // With one: sent back to the requester, the comment shown.
     let p = post(
         app,
@@ -951,7 +985,10 @@ async fn reject_and_request_changes_take_a_comment_and_only_for_those_who_may_de
     assert!(p.html.contains(">changes requested<"), "{}", p.html);
     assert!(p.html.contains("sam@acme.test</strong> requested changes"));
     assert!(p.html.contains("Raise the threshold to 20."));
-    assert!(!p.html.contains("id=\"reject\""), "no decision left to take");
+    assert!(
+        !p.html.contains("id=\"reject\""),
+        "no decision left to take"
+    );
 
     // A second request, rejected for good.
     let conn = app
@@ -971,7 +1008,7 @@ async fn reject_and_request_changes_take_a_comment_and_only_for_those_who_may_de
     let p = get(app, &path, &w.sam).await;
     assert!(p.html.contains(">rejected<"));
     assert!(p.html.contains("sam@acme.test</strong> rejected"));
-    assert_eq!(status(app, dep.clone()).await, ["rejected"]);
+    assert_eq!(status(app, dep.clone()).await, "rejected");
     // Deciding again is refused, as a page.
     let p = post(app, &format!("{path}/approve"), &w.sam, &[]).await;
     assert_eq!(p.status, 409);
@@ -1000,8 +1037,7 @@ async fn breakglass_is_flagged_everywhere_and_another_admin_signs_it_off() {
     for list in ["/deployments", "/"] {
         let p = get(app, list, &w.admin).await;
         assert!(
-            p.html.contains("data-breakglass>breakglass<")
-                || p.html.contains("flag\">breakglass<"),
+            p.html.contains("data-breakglass>breakglass<") || p.html.contains("flag\">breakglass<"),
             "{list}: {}",
             p.html
         );
@@ -1063,18 +1099,16 @@ async fn drift_list_resolves_by_archive_or_redeploy() {
     let other = app.rule(&w.dana, "Password spray").await;
     let now = picket_server::time::unix_now();
     for rule in [&w.rule, &other] {
+        use picket_server::db::entity::rule_version;
+        use sea_orm::{ColumnTrait as _, QueryFilter as _};
         let rule: Uuid = rule.parse().unwrap();
-        let row = |c: &str| {
-            let rule = rule.to_string();
-            let c = c.to_owned();
-            async move {
-                app.scalar(&format!("SELECT {c} FROM rule_versions WHERE rule_id = '{rule}'"))
-                    .await
-                    .remove(0)
-            }
-        };
-        let version_id: Uuid = row("id").await.parse().unwrap();
-        let tenant: Uuid = row("tenant_id").await.parse().unwrap();
+        let v = rule_version::Entity::find()
+            .filter(rule_version::Column::RuleId.eq(rule))
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let (version_id, tenant) = (v.id, v.tenant_id);
         rule_deployment::ActiveModel {
             id: Set(Uuid::now_v7()),
             tenant_id: Set(tenant),
@@ -1099,10 +1133,24 @@ async fn drift_list_resolves_by_archive_or_redeploy() {
         .await
         .unwrap();
     }
+    // The rules list filters on it (and on SIEM and deployment status).
+    let p = get(app, "/rules?status=drift", &w.viewer).await;
+    assert!(p.html.contains("Brute force") && p.html.contains("Password spray"));
+    let p = get(app, "/rules?status=pending_approval&siem=splunk", &w.viewer).await;
+    assert!(p.html.contains("Brute force") && !p.html.contains("Password spray"));
+    let p = get(app, "/rules?siem=sentinel", &w.viewer).await;
+    assert!(
+        p.html.contains("No rule matches these filters"),
+        "{}",
+        p.html
+    );
     let p = get(app, "/drift", &w.viewer).await;
     assert!(p.html.contains(">2 drifted<"), "{}", p.html);
     assert!(p.html.contains("Your role cannot resolve drift."));
-    assert!(!p.html.contains("value=\"archive\""), "viewer sees resolutions");
+    assert!(
+        !p.html.contains("value=\"archive\""),
+        "viewer sees resolutions"
+    );
     let p = get(app, "/", &w.sam).await;
     assert!(p.html.contains("id=\"drift-count\">2<"), "{}", p.html);
     let p = get(app, "/drift", &w.sam).await;
@@ -1117,21 +1165,45 @@ async fn drift_list_resolves_by_archive_or_redeploy() {
         ]
     };
     let archive = form("archive");
-    let p = post(app, &format!("/rules/{}/drift/resolve", w.rule), &w.viewer, &archive).await;
+    let p = post(
+        app,
+        &format!("/rules/{}/drift/resolve", w.rule),
+        &w.viewer,
+        &archive,
+    )
+    .await;
     assert_eq!(p.status, 403);
     // Archive: back to the list, that rule no longer tracked.
-    let p = post(app, &format!("/rules/{}/drift/resolve", w.rule), &w.sam, &archive).await;
+    let p = post(
+        app,
+        &format!("/rules/{}/drift/resolve", w.rule),
+        &w.sam,
+        &archive,
+    )
+    .await;
     assert_eq!((p.status, p.location.as_str()), (303, "/drift"));
     let p = get(app, "/drift", &w.sam).await;
     assert!(p.html.contains(">1 drifted<"), "{}", p.html);
     assert!(p.html.contains("archived (not tracked)"));
     // Archiving again: it is not drifted any more, refused as a page.
-    let p = post(app, &format!("/rules/{}/drift/resolve", w.rule), &w.sam, &archive).await;
+    let p = post(
+        app,
+        &format!("/rules/{}/drift/resolve", w.rule),
+        &w.sam,
+        &archive,
+    )
+    .await;
     assert_eq!(p.status, 409);
     assert!(p.html.contains("not drift_detected"), "{}", p.html);
     // Redeploy: a new request, awaiting approval, flagged as a redeploy.
     let redeploy = form("redeploy");
-    let p = post(app, &format!("/rules/{other}/drift/resolve"), &w.sam, &redeploy).await;
+    let p = post(
+        app,
+        &format!("/rules/{other}/drift/resolve"),
+        &w.sam,
+        &redeploy,
+    )
+    .await;
     assert_eq!(p.status, 303, "{}", p.html);
     assert!(p.location.starts_with("/deployments/"), "{}", p.location);
     let p = get(app, &p.location, &w.dana).await;
@@ -1157,7 +1229,13 @@ async fn rollback_is_offered_only_for_what_is_live() {
     // Awaiting approval: nothing to roll back, and a forged post finds nothing deployed.
     let p = get(app, &path, &w.sam).await;
     assert!(!p.html.contains("id=\"rollback-form\""));
-    let p = post(app, &format!("{path}/rollback"), &w.sam, &[("comment", "x")]).await;
+    let p = post(
+        app,
+        &format!("{path}/rollback"),
+        &w.sam,
+        &[("comment", "x")],
+    )
+    .await;
     assert_eq!(p.status, 404, "{}", p.html);
     assert!(p.content_type.starts_with("text/html"));
     // A Viewer may not request one.
@@ -1174,15 +1252,33 @@ async fn settings_set_min_approvers_and_add_sentinel_and_elastic_connections() {
     assert!(p.html.contains("value=\"1\""));
     // Out of range and not a number: the page again with the message; unchanged.
     for bad in ["0", "11", "two"] {
-        let p = post(app, "/settings/approvals", &w.admin, &[("min_approvers", bad)]).await;
+        let p = post(
+            app,
+            "/settings/approvals",
+            &w.admin,
+            &[("min_approvers", bad)],
+        )
+        .await;
         assert_eq!(p.status, 400, "{bad}");
         assert!(p.html.contains("class=\"error\""), "{}", p.html);
     }
     assert_eq!(app.scalar("SELECT min_approvers FROM tenants").await, ["1"]);
     // A User may not change it.
-    let p = post(app, "/settings/approvals", &w.sam, &[("min_approvers", "2")]).await;
+    let p = post(
+        app,
+        "/settings/approvals",
+        &w.sam,
+        &[("min_approvers", "2")],
+    )
+    .await;
     assert_eq!(p.status, 403);
-    let p = post(app, "/settings/approvals", &w.admin, &[("min_approvers", "2")]).await;
+    let p = post(
+        app,
+        "/settings/approvals",
+        &w.admin,
+        &[("min_approvers", "2")],
+    )
+    .await;
     assert_eq!(p.status, 303);
     assert_eq!(app.scalar("SELECT min_approvers FROM tenants").await, ["2"]);
     // The request page now asks for two.
@@ -1204,7 +1300,11 @@ async fn settings_set_min_approvers_and_add_sentinel_and_elastic_connections() {
     ];
     let p = post(app, "/settings/connections/sentinel", &w.admin, &sentinel).await;
     assert_eq!(p.status, 400, "{}", p.html);
-    assert!(p.html.contains("subscription_id must be a GUID"), "{}", p.html);
+    assert!(
+        p.html.contains("subscription_id must be a GUID"),
+        "{}",
+        p.html
+    );
     sentinel[2] = ("subscription_id", "12345678-1234-1234-1234-123456789abc");
     let p = post(app, "/settings/connections/sentinel", &w.admin, &sentinel).await;
     assert_eq!(p.status, 303, "{}", p.html);
@@ -1222,7 +1322,10 @@ async fn settings_set_min_approvers_and_add_sentinel_and_elastic_connections() {
     let p = get(app, "/settings", &w.admin).await;
     assert!(p.html.contains("azure-prod") && p.html.contains("elastic-prod"));
     assert!(!p.html.contains("s3cr3t-value-never-shown"), "secret shown");
-    assert!(!p.html.contains("ZWxhc3RpYy1rZXktbmV2ZXItc2hvd24="), "key shown");
+    assert!(
+        !p.html.contains("ZWxhc3RpYy1rZXktbmV2ZXItc2hvd24="),
+        "key shown"
+    );
     assert_eq!(
         app.scalar("SELECT kind FROM siem_connections WHERE name = 'elastic-prod'")
             .await,
@@ -1247,7 +1350,10 @@ async fn rule_tests_are_edited_run_and_their_last_results_shown_per_case() {
         ("cron", "*/5 * * * *"),
         ("earliest", "-10m"),
         ("latest", "now"),
-        ("tests", "[{\"name\": \"alice\",\n \"expect\": \"sometimes\"}]"),
+        (
+            "tests",
+            "[{\"name\": \"alice\",\n \"expect\": \"sometimes\"}]",
+        ),
     ];
     // Not JSON of test cases: the message is at the tests field with its line.
     let p = post(app, "/rules/new", &w.sam, &form).await;
@@ -1262,7 +1368,11 @@ async fn rule_tests_are_edited_run_and_their_last_results_shown_per_case() {
     );
     let p = post(app, "/rules/new", &w.sam, &form).await;
     assert_eq!(p.status, 422, "{}", p.html);
-    assert!(p.html.contains("another test is already named"), "{}", p.html);
+    assert!(
+        p.html.contains("another test is already named"),
+        "{}",
+        p.html
+    );
     form[7] = ("tests", tests_ok);
     let p = post(app, "/rules/new", &w.sam, &form).await;
     assert_eq!(p.status, 303, "{}", p.html);
@@ -1271,7 +1381,10 @@ async fn rule_tests_are_edited_run_and_their_last_results_shown_per_case() {
     assert!(p.html.contains("id=\"tests\""));
     assert!(p.html.contains("Not run yet"), "{}", p.html);
     assert_eq!(p.html.matches(">not run<").count(), 2, "{}", p.html);
-    assert!(!p.html.contains("id=\"run-tests\""), "a viewer may not run tests");
+    assert!(
+        !p.html.contains("id=\"run-tests\""),
+        "a viewer may not run tests"
+    );
     // The edit form carries the cases over as JSON.
     let p = get(app, &format!("{rule}/edit"), &w.sam).await;
     assert!(p.html.contains("&quot;alice&quot;"), "{}", p.html);

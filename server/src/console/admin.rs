@@ -448,7 +448,9 @@ pub async fn settings(
         Some("role") => Some("Role saved. It applies from the person's next sign-in."),
         Some("key") => Some("API key revoked."),
         Some("connection") => Some("SIEM connection added."),
-        Some("approvals") => Some("Approvals needed saved. It applies to requests approved from now on."),
+        Some("approvals") => {
+            Some("Approvals needed saved. It applies to requests approved from now on.")
+        }
         _ => None,
     };
     ok(&settings_page(&state, &admin, None, None, notice).await?)

@@ -382,6 +382,9 @@ struct DeploymentPage {
     review: Option<ReviewRow>,
     /// An Admin other than the one who deployed, review still open.
     can_sign_off: bool,
+    /// The rule-test gate for this request's versions on its connection:
+    /// each blocking version (rule, version, why). Empty: approval may proceed.
+    gate: Vec<(Uuid, i32, &'static str)>,
     since: i64,
 }
 
@@ -464,11 +467,31 @@ pub async fn deployment(
         && deployments::current(&state.db, user.tenant_id, d.rule_id, d.connection_id)
             .await?
             .is_some_and(|c| c.last_deployment_id == Some(d.id) && c.state != "removed");
+    let version_ids: Vec<Uuid> = deployments::items(&state.db, user.tenant_id, d.id)
+        .await?
+        .iter()
+        .map(|i| i.rule_version_id)
+        .collect();
+    let gate =
+        match rules::tests_gate(&state.db, user.tenant_id, d.connection_id, &version_ids).await? {
+            Ok(()) => Vec::new(),
+            Err(g) => g
+                .blocked
+                .iter()
+                .map(|b| {
+                    let why = match b.reason {
+                        "tests_missing" => "its tests have not been run on this connection",
+                        "tests_running" => "its test run has not finished",
+                        "tests_failed" => "its latest test run failed",
+                        _ => "its latest test run could not complete",
+                    };
+                    (b.rule_id, b.version, why)
+                })
+                .collect(),
+        };
     let review = deployments::review_of(&state.db, user.tenant_id, d.id).await?;
     let can_sign_off = review.as_ref().is_some_and(|r| {
-        r.signed_off_by.is_none()
-            && r.requested_by != user.id
-            && may(&user, Permission::Administer)
+        r.signed_off_by.is_none() && r.requested_by != user.id && may(&user, Permission::Administer)
     });
     let review = review.map(|r| ReviewRow {
         reason: r.reason,
@@ -499,6 +522,7 @@ pub async fn deployment(
         can_rollback,
         review,
         can_sign_off,
+        gate,
         since,
     })
 }
@@ -603,11 +627,24 @@ pub async fn sign_off(
 struct RuleRow {
     id: Uuid,
     title: String,
+    siem: String,
     severity: String,
     version: i32,
     created: String,
     status: Option<Badge>,
+    /// Drifted on some connection.
+    drifted: bool,
 }
+
+/// The status filter's choices: (value, label).
+const RULE_STATUSES: &[(&str, &str)] = &[
+    ("never", "never deployed"),
+    ("pending_approval", "awaiting approval"),
+    ("succeeded", "applied"),
+    ("failed", "failed or refused"),
+    ("drift", "drifted"),
+];
+const SIEMS: &[&str] = &["splunk", "sentinel", "elastic"];
 
 #[derive(Template)]
 #[template(path = "console/rules.html")]
@@ -619,6 +656,10 @@ struct RulesPage {
     severities: &'static [&'static str],
     can_author: bool,
     total: usize,
+    siem: String,
+    siems: &'static [&'static str],
+    status: String,
+    statuses: &'static [(&'static str, &'static str)],
 }
 
 /// Filters of the rules list.
@@ -626,6 +667,8 @@ struct RulesPage {
 pub struct RulesQuery {
     q: Option<String>,
     severity: Option<String>,
+    siem: Option<String>,
+    status: Option<String>,
 }
 
 const SEVERITIES: &[&str] = &["info", "low", "medium", "high", "critical"];
@@ -651,6 +694,15 @@ pub async fn rules(
     {
         status.insert(d.rule_id, d.status);
     }
+    let drifted: std::collections::HashSet<Uuid> =
+        crate::service::drift::list(&state.db, user.tenant_id)
+            .await?
+            .into_iter()
+            .filter(|r| r.state == "drift_detected")
+            .map(|r| r.rule_id)
+            .collect();
+    let siem = rq.siem.unwrap_or_default();
+    let want = rq.status.unwrap_or_default();
     let all = rules::list(&state.db, user.tenant_id).await?;
     let total = all.len();
     let needle = text.to_lowercase();
@@ -660,14 +712,27 @@ pub async fn rules(
         .filter(|r| {
             severity.is_empty() || latest.get(&r.id).is_some_and(|v| v.severity == severity)
         })
+        .filter(|r| siem.is_empty() || r.siem_kind == siem)
+        .filter(|r| {
+            let st = status.get(&r.id).map(String::as_str);
+            match want.as_str() {
+                "" => true,
+                "never" => st.is_none(),
+                "drift" => drifted.contains(&r.id),
+                "failed" => matches!(st, Some("failed" | "refused" | "expired")),
+                w => st == Some(w),
+            }
+        })
         .map(|r| RuleRow {
             severity: latest
                 .get(&r.id)
                 .map(|v| v.severity.clone())
                 .unwrap_or_default(),
             status: status.get(&r.id).map(|s| views::deployment_badge(s)),
+            drifted: drifted.contains(&r.id),
             id: r.id,
             title: r.name,
+            siem: r.siem_kind,
             version: r.latest_version,
             created: views::when(r.created_at),
         })
@@ -680,6 +745,10 @@ pub async fn rules(
         severities: SEVERITIES,
         can_author: may(&user, Permission::Author),
         total,
+        siem,
+        siems: SIEMS,
+        status: want,
+        statuses: RULE_STATUSES,
     })
 }
 
@@ -779,8 +848,7 @@ pub async fn rule(
         .filter(|c| c.kind == r.siem_kind)
         .map(|c| (c.id, c.name.clone()))
         .collect();
-    let conn_names: HashMap<Uuid, String> =
-        conns.iter().map(|c| (c.id, c.name.clone())).collect();
+    let conn_names: HashMap<Uuid, String> = conns.iter().map(|c| (c.id, c.name.clone())).collect();
     let connections = conns
         .into_iter()
         .map(|c| (c.id, format!("{} ({})", c.name, c.kind)))
@@ -816,7 +884,10 @@ pub async fn rule(
     let last_run = run.map(|r| RunRow {
         badge: run_badge(&r.status),
         when: views::when(r.created_at),
-        connection: conn_names.get(&r.connection_id).cloned().unwrap_or_default(),
+        connection: conn_names
+            .get(&r.connection_id)
+            .cloned()
+            .unwrap_or_default(),
         error_class: r.error_class.unwrap_or_default(),
     });
     ok(&RulePage {

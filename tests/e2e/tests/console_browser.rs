@@ -63,6 +63,7 @@ impl Driver {
                  .ci/run does this in its browser block."
             );
         }
+        picket_e2e::init_crypto();
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -71,6 +72,9 @@ impl Driver {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, so that dropping it also ends the
+            // Chromium it started, even when the test fails half-way.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -110,6 +114,12 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            // The whole group: chromedriver and the browser it started.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pid}")])
+                .status();
+        }
         let _ = self.child.start_kill();
     }
 }
@@ -222,7 +232,6 @@ impl Ui<'_> {
         e.send_keys(value).await.unwrap();
     }
 }
-
 
 impl Ui<'_> {
     async fn click(&self, css: &str) {
@@ -350,7 +359,11 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
         .await
         .unwrap();
     assert_eq!(ui.text("#deployment-status").await, "queued");
-    assert!(ui.text(".approvals").await.contains("sam@acme.test approved"));
+    assert!(
+        ui.text(".approvals")
+            .await
+            .contains("sam@acme.test approved")
+    );
     // A marker on this page's window: a reload would lose it.
     c.execute("window.__picketMarker = 'still here'; return true;", vec![])
         .await
@@ -423,7 +436,8 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
     // line, under the query, and what was typed stays.
     ui.go("/rules/new").await;
     ui.fill("#title", "Encoded PowerShell by alice").await;
-    ui.fill("#query", "index=main EventCode=4104\n| delete").await;
+    ui.fill("#query", "index=main EventCode=4104\n| delete")
+        .await;
     ui.fill("#tests", TESTS).await;
     ui.click("form.rule-form button[type=submit]").await;
     let findings = c
@@ -455,7 +469,8 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
         Some("Encoded PowerShell by alice".to_owned())
     );
     ui.shot("rule-edit-error").await;
-    ui.fill("#query", "index=main EventCode=4104 user=alice").await;
+    ui.fill("#query", "index=main EventCode=4104 user=alice")
+        .await;
     ui.click("form.rule-form button[type=submit]").await;
     c.wait()
         .at_most(EVENTUALLY)
@@ -489,7 +504,10 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
     ui.click("#run-tests").await;
     ui.reload_until(&format!("{new_rule}?a=1&b=2"), "#run-status", "passed")
         .await;
-    let results = c.find_all(Locator::Css("[data-case-result]")).await.unwrap();
+    let results = c
+        .find_all(Locator::Css("[data-case-result]"))
+        .await
+        .unwrap();
     assert_eq!(results.len(), 2);
     for r in results {
         assert_eq!(r.text().await.unwrap(), "passed");
@@ -561,7 +579,11 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
     ui.shot("settings").await;
     ui.fill("#tok-label", "siem-gw-02").await;
     ui.click("#enrollment button[type=submit]").await;
-    c.wait().at_most(EVENTUALLY).for_element(Locator::Css("#secret")).await.unwrap();
+    c.wait()
+        .at_most(EVENTUALLY)
+        .for_element(Locator::Css("#secret"))
+        .await
+        .unwrap();
     assert!(
         ui.text("#secret")
             .await
