@@ -171,6 +171,8 @@ impl Ui<'_> {
     }
 
     async fn sign_out(&self) {
+        // From a page with the signed-in chrome (error pages have none).
+        self.go("/account").await;
         self.c
             .find(Locator::Css("header .who button"))
             .await
