@@ -11,7 +11,7 @@
 mod support;
 
 use picket_server::db::entity::{agent, user};
-use sea_orm::{ConnectionTrait as _, EntityTrait as _, Set};
+use sea_orm::{ActiveModelTrait as _, ConnectionTrait as _, EntityTrait as _, Set};
 use support::{PASSWORD, TestApp, app};
 use uuid::Uuid;
 
@@ -123,6 +123,31 @@ fn assert_no_inline(path: &str, html: &str) {
         " onchange=",
     ] {
         assert!(!lower.contains(attr), "{path}: inline handler {attr}");
+    }
+}
+
+/// Every form control a person fills in has a `<label for=…>` naming it
+/// (hidden fields excepted), so screen readers and clicks on the text work.
+fn assert_labelled(path: &str, html: &str) {
+    for open in ["<input", "<select", "<textarea"] {
+        let mut rest = html;
+        while let Some(i) = rest.find(open) {
+            let end = rest[i..].find('>').unwrap() + i;
+            let tag = &rest[i..end];
+            rest = &rest[end..];
+            if tag.contains("type=\"hidden\"") {
+                continue;
+            }
+            let id = tag
+                .split(" id=\"")
+                .nth(1)
+                .and_then(|t| t.split('"').next())
+                .unwrap_or_else(|| panic!("{path}: a control without an id: {tag}"));
+            assert!(
+                html.contains(&format!("<label for=\"{id}\"")),
+                "{path}: no label for #{id}"
+            );
+        }
     }
 }
 
@@ -362,6 +387,7 @@ async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
         "/audit?outcome=denied&since=2020-01-01".into(),
         "/settings".into(),
         "/account".into(),
+        "/drift".into(),
         format!("/deployments/{}", Uuid::nil()),
         "/no-such-page".into(),
     ];
@@ -378,11 +404,13 @@ async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
         assert!(p.html.starts_with("<!doctype html>"), "{path}");
         assert!(p.html.contains("<main id=\"main\""), "{path}");
         assert_no_inline(path, &p.html);
+        assert_labelled(path, &p.html);
     }
     for path in ["/login", "/invitation?token=abc", "/claim"] {
         let p = page(app, "GET", path, None, &[], &[]).await;
         assert_eq!(p.csp, picket_server::api::CSP, "{path}");
         assert_no_inline(path, &p.html);
+        assert_labelled(path, &p.html);
     }
     // The form shown again with errors, and the settings page showing a secret.
     let p = post(
@@ -401,6 +429,7 @@ async fn every_page_has_the_strict_csp_and_no_inline_script_or_style() {
     .await;
     assert_eq!(p.status, 422, "validation findings answer 422");
     assert_no_inline("rule form with errors", &p.html);
+    assert_labelled("rule form with errors", &p.html);
     let p = post(
         app,
         "/settings/enrollment-tokens",
@@ -892,4 +921,512 @@ async fn fleet_of_ten_thousand_agents_is_paged_sorted_and_indexed() {
         assert!(text.contains(index), "{col}: {text}");
         assert!(!text.contains("TEMP B-TREE"), "{col}: a sort step: {text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_and_request_changes_take_a_comment_and_only_for_those_who_may_decide() {
+    let w = world().await;
+    let app = &w.app;
+    let path = format!("/deployments/{}", w.dep);
+    // The requester and a Viewer: none of the three decision buttons.
+    for cookie in [&w.dana, &w.viewer] {
+        let p = get(app, &path, cookie).await;
+        for id in ["approve", "reject", "request-changes"] {
+            assert!(!p.html.contains(&format!("id=\"{id}\"")), "{id} shown");
+        }
+    }
+    // A Viewer's forged post is refused by the role matrix, as a page.
+    for action in ["reject", "request-changes"] {
+        let p = post(
+            app,
+            &format!("{path}/{action}"),
+            &w.viewer,
+            &[("comment", "no")],
+        )
+        .await;
+        assert_eq!(p.status, 403, "{action}");
+        assert!(p.html.contains("Not allowed"));
+    }
+    // Sam may decide: all three buttons in one form that works without JS
+    // (the other two post to their own address with `formaction`).
+    let p = get(app, &path, &w.sam).await;
+    assert!(p.html.contains("id=\"approve\""));
+    assert!(
+        p.html
+            .contains(&format!("formaction=\"{path}/request-changes\""))
+    );
+    assert!(p.html.contains(&format!("formaction=\"{path}/reject\"")));
+    // Without a comment: refused with the reason, nothing changed.
+    let p = post(app, &format!("{path}/request-changes"), &w.sam, &[]).await;
+    assert_eq!(p.status, 400);
+    assert!(p.content_type.starts_with("text/html"));
+    assert!(p.html.contains("needs a comment"), "{}", p.html);
+    assert_eq!(dep_status(app, &w.dep).await, "pending_approval");
+    // With one: sent back to the requester, the comment shown.
+    let p = post(
+        app,
+        &format!("{path}/request-changes"),
+        &w.sam,
+        &[("comment", "Raise the threshold to 20.")],
+    )
+    .await;
+    assert_eq!((p.status, p.location.as_str()), (303, path.as_str()));
+    let p = get(app, &path, &w.dana).await;
+    assert!(p.html.contains(">changes requested<"), "{}", p.html);
+    assert!(p.html.contains("sam@acme.test</strong> requested changes"));
+    assert!(p.html.contains("Raise the threshold to 20."));
+    assert!(
+        !p.html.contains("id=\"reject\""),
+        "no decision left to take"
+    );
+
+    // A second request, rejected for good.
+    let conn = app
+        .scalar("SELECT id FROM siem_connections")
+        .await
+        .remove(0);
+    let dep = app.deployment(&w.dana, &w.rule, &conn).await;
+    let path = format!("/deployments/{dep}");
+    let p = post(
+        app,
+        &format!("{path}/reject"),
+        &w.sam,
+        &[("comment", "Duplicate of the EDR rule.")],
+    )
+    .await;
+    assert_eq!(p.status, 303);
+    let p = get(app, &path, &w.sam).await;
+    assert!(p.html.contains(">rejected<"));
+    assert!(p.html.contains("sam@acme.test</strong> rejected"));
+    assert_eq!(dep_status(app, &dep).await, "rejected");
+    // Deciding again is refused, as a page.
+    let p = post(app, &format!("{path}/approve"), &w.sam, &[]).await;
+    assert_eq!(p.status, 409);
+    assert!(p.html.contains("not awaiting approval"), "{}", p.html);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakglass_is_flagged_everywhere_and_another_admin_signs_it_off() {
+    let w = world().await;
+    let app = &w.app;
+    let conn = app
+        .scalar("SELECT id FROM siem_connections")
+        .await
+        .remove(0);
+    let a = app
+        .post(
+            "/v1/deployments/breakglass",
+            Some(&w.admin),
+            serde_json::json!({ "reason": "active incident, need it now", "connection_id": conn, "rule_id": w.rule, "version": 1 }),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let id = a.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/deployments/{id}");
+    // Flagged on every list it appears in, with text.
+    for list in ["/deployments", "/"] {
+        let p = get(app, list, &w.admin).await;
+        assert!(
+            p.html.contains("data-breakglass>breakglass<") || p.html.contains("flag\">breakglass<"),
+            "{list}: {}",
+            p.html
+        );
+    }
+    // The Admin who broke glass: the review is open, no sign-off button.
+    let p = get(app, &path, &w.admin).await;
+    assert!(p.html.contains("id=\"breakglass-review\""));
+    assert!(p.html.contains("active incident, need it now"));
+    assert!(p.html.contains(">review open<"));
+    assert!(!p.html.contains("id=\"sign-off\""));
+    let p = post(app, &format!("{path}/sign-off"), &w.admin, &[]).await;
+    assert_eq!(p.status, 403);
+    assert!(p.html.contains("another Admin must sign off"), "{}", p.html);
+    // A User sees the flag and reason but cannot sign off.
+    let p = get(app, &path, &w.sam).await;
+    assert!(p.html.contains(">review open<"));
+    assert!(!p.html.contains("id=\"sign-off\""));
+    let p = post(app, &format!("{path}/sign-off"), &w.sam, &[]).await;
+    assert_eq!(p.status, 403);
+    // A second Admin signs it off from the page.
+    let (_, root2) = app.user(&w.admin, "root2@acme.test", "admin", false).await;
+    let p = get(app, "/", &root2).await;
+    assert!(p.html.contains(&format!("{path}#breakglass-review")));
+    let p = get(app, &path, &root2).await;
+    assert!(p.html.contains("id=\"sign-off\""));
+    let p = post(
+        app,
+        &format!("{path}/sign-off"),
+        &root2,
+        &[("comment", "Checked with the incident lead.")],
+    )
+    .await;
+    assert_eq!((p.status, p.location.as_str()), (303, path.as_str()));
+    let p = get(app, &path, &w.admin).await;
+    assert!(p.html.contains(">review signed off<"));
+    assert!(p.html.contains("root2@acme.test"));
+    assert!(p.html.contains("Checked with the incident lead."));
+    let p = get(app, "/", &root2).await;
+    assert!(p.html.contains("No breakglass deployment waits for review"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_list_resolves_by_archive_or_redeploy() {
+    use picket_server::db::entity::rule_deployment;
+    let w = world().await;
+    let app = &w.app;
+    // Nothing deployed: the empty state says what to do.
+    let p = get(app, "/drift", &w.viewer).await;
+    assert_eq!(p.status, 200);
+    assert!(p.html.contains("No rule is deployed yet"), "{}", p.html);
+    // Two rules deployed and found drifted by a check (rows as the agent's
+    // results leave them; the drift job itself is covered end to end).
+    let conn: Uuid = app
+        .scalar("SELECT id FROM siem_connections")
+        .await
+        .remove(0)
+        .parse()
+        .unwrap();
+    let other = app.rule(&w.dana, "Password spray").await;
+    let now = picket_server::time::unix_now();
+    for rule in [&w.rule, &other] {
+        use picket_server::db::entity::rule_version;
+        use sea_orm::{ColumnTrait as _, QueryFilter as _};
+        let rule: Uuid = rule.parse().unwrap();
+        let v = rule_version::Entity::find()
+            .filter(rule_version::Column::RuleId.eq(rule))
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let (version_id, tenant) = (v.id, v.tenant_id);
+        rule_deployment::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            tenant_id: Set(tenant),
+            rule_id: Set(rule),
+            connection_id: Set(conn),
+            rule_version_id: Set(version_id),
+            version: Set(1),
+            monitoring: Set(false),
+            enabled: Set(true),
+            content_hash: Set(Some("a".repeat(64))),
+            previous_version_id: Set(None),
+            previous_version: Set(None),
+            previous_monitoring: Set(false),
+            previous_enabled: Set(false),
+            state: Set("drift_detected".into()),
+            drift_hash: Set(Some("b".repeat(64))),
+            drift_checked_at: Set(Some(now)),
+            last_deployment_id: Set(None),
+            updated_at: Set(now),
+        }
+        .insert(&app.db)
+        .await
+        .unwrap();
+    }
+    // The rules list filters on it (and on SIEM and deployment status).
+    let p = get(app, "/rules?status=drift", &w.viewer).await;
+    assert!(p.html.contains("Brute force") && p.html.contains("Password spray"));
+    let p = get(app, "/rules?status=pending_approval&siem=splunk", &w.viewer).await;
+    assert!(p.html.contains("Brute force") && !p.html.contains("Password spray"));
+    let p = get(app, "/rules?siem=sentinel", &w.viewer).await;
+    assert!(
+        p.html.contains("No rule matches these filters"),
+        "{}",
+        p.html
+    );
+    let p = get(app, "/drift", &w.viewer).await;
+    assert!(p.html.contains(">2 drifted<"), "{}", p.html);
+    assert!(p.html.contains("Your role cannot resolve drift."));
+    assert!(
+        !p.html.contains("value=\"archive\""),
+        "viewer sees resolutions"
+    );
+    let p = get(app, "/", &w.sam).await;
+    assert!(p.html.contains("id=\"drift-count\">2<"), "{}", p.html);
+    let p = get(app, "/drift", &w.sam).await;
+    assert!(p.html.contains("value=\"redeploy\"") && p.html.contains("value=\"archive\""));
+    // A Viewer's forged resolution is refused.
+    let conn_s = conn.to_string();
+    let form = |res: &'static str| {
+        [
+            ("connection_id", conn_s.as_str()),
+            ("resolution", res),
+            ("message", "drifted in Splunk"),
+        ]
+    };
+    let archive = form("archive");
+    let p = post(
+        app,
+        &format!("/rules/{}/drift/resolve", w.rule),
+        &w.viewer,
+        &archive,
+    )
+    .await;
+    assert_eq!(p.status, 403);
+    // Archive: back to the list, that rule no longer tracked.
+    let p = post(
+        app,
+        &format!("/rules/{}/drift/resolve", w.rule),
+        &w.sam,
+        &archive,
+    )
+    .await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/drift"));
+    let p = get(app, "/drift", &w.sam).await;
+    assert!(p.html.contains(">1 drifted<"), "{}", p.html);
+    assert!(p.html.contains("archived (not tracked)"));
+    // Archiving again: it is not drifted any more, refused as a page.
+    let p = post(
+        app,
+        &format!("/rules/{}/drift/resolve", w.rule),
+        &w.sam,
+        &archive,
+    )
+    .await;
+    assert_eq!(p.status, 409);
+    assert!(p.html.contains("not drift_detected"), "{}", p.html);
+    // Redeploy: a new request, awaiting approval, flagged as a redeploy.
+    let redeploy = form("redeploy");
+    let p = post(
+        app,
+        &format!("/rules/{other}/drift/resolve"),
+        &w.sam,
+        &redeploy,
+    )
+    .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    assert!(p.location.starts_with("/deployments/"), "{}", p.location);
+    let p = get(app, &p.location, &w.dana).await;
+    assert!(p.html.contains(">awaiting approval<"));
+    assert!(p.html.contains("flag\">redeploy<"), "{}", p.html);
+    // Hostile input: an unknown resolution is a 400 page, not a panic.
+    let p = post(
+        app,
+        &format!("/rules/{other}/drift/resolve"),
+        &w.sam,
+        &[("connection_id", "nope"), ("resolution", "explode")],
+    )
+    .await;
+    assert_eq!(p.status, 400);
+    assert!(p.content_type.starts_with("text/html"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_is_offered_only_for_what_is_live() {
+    let w = world().await;
+    let app = &w.app;
+    let path = format!("/deployments/{}", w.dep);
+    // Awaiting approval: nothing to roll back, and a forged post finds nothing deployed.
+    let p = get(app, &path, &w.sam).await;
+    assert!(!p.html.contains("id=\"rollback-form\""));
+    let p = post(
+        app,
+        &format!("{path}/rollback"),
+        &w.sam,
+        &[("comment", "x")],
+    )
+    .await;
+    assert_eq!(p.status, 404, "{}", p.html);
+    assert!(p.content_type.starts_with("text/html"));
+    // A Viewer may not request one.
+    let p = post(app, &format!("{path}/rollback"), &w.viewer, &[]).await;
+    assert_eq!(p.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_set_min_approvers_and_add_sentinel_and_elastic_connections() {
+    let w = world().await;
+    let app = &w.app;
+    let p = get(app, "/settings", &w.admin).await;
+    assert!(p.html.contains("id=\"min-approvers\""));
+    assert!(p.html.contains("value=\"1\""));
+    // Out of range and not a number: the page again with the message; unchanged.
+    for bad in ["0", "11", "two"] {
+        let p = post(
+            app,
+            "/settings/approvals",
+            &w.admin,
+            &[("min_approvers", bad)],
+        )
+        .await;
+        assert_eq!(p.status, 400, "{bad}");
+        assert!(p.html.contains("class=\"error\""), "{}", p.html);
+    }
+    assert_eq!(app.scalar("SELECT min_approvers FROM tenants").await, ["1"]);
+    // A User may not change it.
+    let p = post(
+        app,
+        "/settings/approvals",
+        &w.sam,
+        &[("min_approvers", "2")],
+    )
+    .await;
+    assert_eq!(p.status, 403);
+    let p = post(
+        app,
+        "/settings/approvals",
+        &w.admin,
+        &[("min_approvers", "2")],
+    )
+    .await;
+    assert_eq!(p.status, 303);
+    assert_eq!(app.scalar("SELECT min_approvers FROM tenants").await, ["2"]);
+    // The request page now asks for two.
+    let p = get(app, &format!("/deployments/{}", w.dep), &w.sam).await;
+    assert!(p.html.contains("2 approval(s) needed"), "{}", p.html);
+    assert!(p.html.contains("2 still needed"));
+
+    // Sentinel: ids are checked by the service; the secret is write-only.
+    let mut sentinel = vec![
+        ("name", "azure-prod"),
+        ("agent_id", w.agent.as_str()),
+        ("subscription_id", "not-a-guid"),
+        ("resource_group", "rg-sec"),
+        ("workspace_name", "law-sec"),
+        ("workspace_id", "11111111-2222-3333-4444-555555555555"),
+        ("tenant_id", "66666666-7777-8888-9999-000000000000"),
+        ("client_id", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"),
+        ("client_secret", "s3cr3t-value-never-shown"),
+    ];
+    let p = post(app, "/settings/connections/sentinel", &w.admin, &sentinel).await;
+    assert_eq!(p.status, 400, "{}", p.html);
+    assert!(
+        p.html.contains("subscription_id must be a GUID"),
+        "{}",
+        p.html
+    );
+    sentinel[2] = ("subscription_id", "12345678-1234-1234-1234-123456789abc");
+    let p = post(app, "/settings/connections/sentinel", &w.admin, &sentinel).await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let elastic = [
+        ("name", "elastic-prod"),
+        ("agent_id", w.agent.as_str()),
+        ("base_url", "https://kibana.acme.test:5601"),
+        ("elasticsearch_url", "https://es.acme.test:9200"),
+        ("space", ""),
+        ("test_index", ""),
+        ("api_key", "ZWxhc3RpYy1rZXktbmV2ZXItc2hvd24="),
+    ];
+    let p = post(app, "/settings/connections/elastic", &w.admin, &elastic).await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let p = get(app, "/settings", &w.admin).await;
+    assert!(p.html.contains("azure-prod") && p.html.contains("elastic-prod"));
+    assert!(!p.html.contains("s3cr3t-value-never-shown"), "secret shown");
+    assert!(
+        !p.html.contains("ZWxhc3RpYy1rZXktbmV2ZXItc2hvd24="),
+        "key shown"
+    );
+    assert_eq!(
+        app.scalar("SELECT kind FROM siem_connections WHERE name = 'elastic-prod'")
+            .await,
+        ["elastic"]
+    );
+    // A User may not add one.
+    let p = post(app, "/settings/connections/elastic", &w.sam, &elastic).await;
+    assert_eq!(p.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_tests_are_edited_run_and_their_last_results_shown_per_case() {
+    let w = world().await;
+    let app = &w.app;
+    let tests_ok = r#"[{"name": "alice", "expect": "match", "events": [{"user": "alice"}]},
+{"name": "bob", "expect": "no_match", "events": [{"user": "bob"}]}]"#;
+    let mut form = vec![
+        ("title", "Failed logon for alice"),
+        ("description", ""),
+        ("severity", "high"),
+        ("query", "index=main EventCode=4625 user=alice"),
+        ("cron", "*/5 * * * *"),
+        ("earliest", "-10m"),
+        ("latest", "now"),
+        (
+            "tests",
+            "[{\"name\": \"alice\",\n \"expect\": \"sometimes\"}]",
+        ),
+    ];
+    // Not JSON of test cases: the message is at the tests field with its line.
+    let p = post(app, "/rules/new", &w.sam, &form).await;
+    assert_eq!(p.status, 400, "{}", p.html);
+    assert!(p.html.contains("id=\"tests-error\""), "{}", p.html);
+    assert!(p.html.contains("tests line 2, column"), "{}", p.html);
+    assert!(p.html.contains("sometimes"), "what was typed stays");
+    // Two cases with one name: the rule crate's finding, listed.
+    form[7] = (
+        "tests",
+        r#"[{"name": "a", "expect": "match", "events": [{"user": "x"}]}, {"name": "a", "expect": "match", "events": [{"user": "y"}]}]"#,
+    );
+    let p = post(app, "/rules/new", &w.sam, &form).await;
+    assert_eq!(p.status, 422, "{}", p.html);
+    assert!(
+        p.html.contains("another test is already named"),
+        "{}",
+        p.html
+    );
+    form[7] = ("tests", tests_ok);
+    let p = post(app, "/rules/new", &w.sam, &form).await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    let rule = p.location.clone();
+    let p = get(app, &rule, &w.viewer).await;
+    assert!(p.html.contains("id=\"tests\""));
+    assert!(p.html.contains("Not run yet"), "{}", p.html);
+    assert_eq!(p.html.matches(">not run<").count(), 2, "{}", p.html);
+    assert!(
+        !p.html.contains("id=\"run-tests\""),
+        "a viewer may not run tests"
+    );
+    // The edit form carries the cases over as JSON.
+    let p = get(app, &format!("{rule}/edit"), &w.sam).await;
+    assert!(
+        p.html.contains("alice") && p.html.contains("no_match"),
+        "{}",
+        p.html
+    );
+
+    // Running them: a queued run (the agent's job), then its results per case.
+    let conn = app
+        .scalar("SELECT id FROM siem_connections")
+        .await
+        .remove(0);
+    let run = [("version", "1"), ("connection_id", conn.as_str())];
+    let p = post(app, &format!("{rule}/test-runs"), &w.viewer, &run).await;
+    assert_eq!(p.status, 403);
+    let p = post(app, &format!("{rule}/test-runs"), &w.sam, &run).await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    assert_eq!(p.location, format!("{rule}?b=1#tests"));
+    let p = get(app, &rule, &w.sam).await;
+    assert!(p.html.contains("id=\"run-status\">running<"), "{}", p.html);
+    // The agent's report, as `rules::record_test_result` stores it (the
+    // job itself runs end to end in tests/e2e: console_browser, rule_tests).
+    app.exec(
+        r#"UPDATE rule_test_runs SET status = 'failed', results = '[{"name":"alice","expect":"match","matched":1,"passed":true},{"name":"bob","expect":"no_match","matched":2,"passed":false}]'"#,
+    )
+    .await;
+    let p = get(app, &rule, &w.sam).await;
+    assert!(p.html.contains("id=\"run-status\">failed<"), "{}", p.html);
+    assert_eq!(p.html.matches("data-case-result>passed<").count(), 1);
+    assert_eq!(p.html.matches("data-case-result>failed<").count(), 1);
+    // Hostile input: a version that does not exist is a 404 page.
+    let p = post(
+        app,
+        &format!("{rule}/test-runs"),
+        &w.sam,
+        &[("version", "99"), ("connection_id", conn.as_str())],
+    )
+    .await;
+    assert_eq!(p.status, 404);
+    assert!(p.content_type.starts_with("text/html"));
+}
+
+/// A deployment's stored status (entity query: ids are stored natively on
+/// both backends, so no SQL text comparison).
+async fn dep_status(app: &TestApp, id: &str) -> String {
+    use picket_server::db::entity::deployment;
+    let id: Uuid = id.parse().unwrap();
+    deployment::Entity::find_by_id(id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
 }

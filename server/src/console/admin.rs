@@ -17,7 +17,7 @@ use crate::audit::{checkpoint, query, verify};
 use crate::auth::{CurrentUser, Role, Scope, perm};
 use crate::error::ApiError;
 use crate::service::console as q;
-use crate::service::{accounts, api_keys, connections, enrollment, invitations};
+use crate::service::{accounts, api_keys, connections, deployments, enrollment, invitations};
 use crate::time::unix_now;
 
 struct EventRow {
@@ -448,6 +448,9 @@ pub async fn settings(
         Some("role") => Some("Role saved. It applies from the person's next sign-in."),
         Some("key") => Some("API key revoked."),
         Some("connection") => Some("SIEM connection added."),
+        Some("approvals") => {
+            Some("Approvals needed saved. It applies to requests approved from now on.")
+        }
         _ => None,
     };
     ok(&settings_page(&state, &admin, None, None, notice).await?)
@@ -661,6 +664,131 @@ pub async fn create_connection(
     };
     match connections::create_splunk(&state, admin.tenant_id, admin.id, input).await {
         Ok(_) => Ok(see_other("/settings?done=connection#connections")),
+        Err(e) => settings_error(&state, &admin, e).await,
+    }
+}
+
+/// The empty-means-default of a form field.
+fn or_default(v: String, default: &str) -> String {
+    if v.trim().is_empty() {
+        default.to_owned()
+    } else {
+        v
+    }
+}
+
+/// The Sentinel connection form's fields (the client secret is write-only).
+#[derive(Deserialize)]
+pub struct SentinelForm {
+    name: String,
+    agent_id: Uuid,
+    subscription_id: String,
+    resource_group: String,
+    workspace_name: String,
+    workspace_id: String,
+    tenant_id: String,
+    client_id: String,
+    client_secret: String,
+}
+
+/// `POST /settings/connections/sentinel`: a Microsoft Sentinel connection
+/// through the same service as the API (which checks every id's form). The
+/// Azure endpoints are the public cloud's; other clouds use the API.
+pub async fn create_sentinel(
+    State(state): State<AppState>,
+    admin: Page<perm::Administer>,
+    PageForm(f): PageForm<SentinelForm>,
+) -> PageResult {
+    let input = connections::NewConnection {
+        name: f.name,
+        agent_id: f.agent_id,
+        base_url: "https://management.azure.com".into(),
+        kind: connections::NewKind::Sentinel(Box::new(connections::SentinelStored {
+            subscription_id: f.subscription_id.trim().to_owned(),
+            resource_group: f.resource_group.trim().to_owned(),
+            workspace_name: f.workspace_name.trim().to_owned(),
+            workspace_id: f.workspace_id.trim().to_owned(),
+            tenant_id: f.tenant_id.trim().to_owned(),
+            client_id: f.client_id.trim().to_owned(),
+            login_url: "https://login.microsoftonline.com".into(),
+            log_analytics_url: "https://api.loganalytics.io".into(),
+            ingestion: None,
+        })),
+        secret: zeroize::Zeroizing::new(f.client_secret),
+    };
+    match connections::create(&state, admin.tenant_id, admin.id, input).await {
+        Ok(_) => Ok(see_other("/settings?done=connection#connections")),
+        Err(e) => settings_error(&state, &admin, e).await,
+    }
+}
+
+/// The Elastic connection form's fields (the API key is write-only).
+#[derive(Deserialize)]
+pub struct ElasticForm {
+    name: String,
+    agent_id: Uuid,
+    base_url: String,
+    elasticsearch_url: String,
+    #[serde(default)]
+    space: String,
+    #[serde(default)]
+    test_index: String,
+    api_key: String,
+}
+
+/// `POST /settings/connections/elastic`: an Elastic Security connection.
+pub async fn create_elastic(
+    State(state): State<AppState>,
+    admin: Page<perm::Administer>,
+    PageForm(f): PageForm<ElasticForm>,
+) -> PageResult {
+    let input = connections::NewConnection {
+        name: f.name,
+        agent_id: f.agent_id,
+        base_url: f.base_url,
+        kind: connections::NewKind::Elastic(connections::ElasticStored {
+            elasticsearch_url: f.elasticsearch_url,
+            space: opt(f.space.trim()),
+            test_index: or_default(f.test_index, "picket-test"),
+        }),
+        secret: zeroize::Zeroizing::new(f.api_key),
+    };
+    match connections::create(&state, admin.tenant_id, admin.id, input).await {
+        Ok(_) => Ok(see_other("/settings?done=connection#connections")),
+        Err(e) => settings_error(&state, &admin, e).await,
+    }
+}
+
+/// The approval policy form's field, as typed (a number is checked here, its
+/// range by the service).
+#[derive(Deserialize)]
+pub struct ApprovalsForm {
+    min_approvers: String,
+}
+
+/// `POST /settings/approvals`: the organisation's minimum number of distinct
+/// approvers per deployment (1 to 10).
+pub async fn set_min_approvers(
+    State(state): State<AppState>,
+    admin: Page<perm::Administer>,
+    PageForm(f): PageForm<ApprovalsForm>,
+) -> PageResult {
+    let n = match f.min_approvers.trim().parse::<i32>() {
+        Ok(n) => n,
+        Err(_) => {
+            return settings_error(
+                &state,
+                &admin,
+                ApiError::bad_request(
+                    "invalid_min_approvers",
+                    "approvals needed must be a whole number from 1 to 10",
+                ),
+            )
+            .await;
+        }
+    };
+    match deployments::set_min_approvers(&state.db, &admin, n).await {
+        Ok(_) => Ok(see_other("/settings?done=approvals#tenant")),
         Err(e) => settings_error(&state, &admin, e).await,
     }
 }

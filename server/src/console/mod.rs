@@ -68,6 +68,15 @@ pub fn router() -> Router<AppState> {
         .route("/deployments/live", get(work::live))
         .route("/deployments/{id}", get(work::deployment))
         .route("/deployments/{id}/approve", post(work::approve))
+        .route("/deployments/{id}/reject", post(work::reject))
+        .route(
+            "/deployments/{id}/request-changes",
+            post(work::request_changes),
+        )
+        .route("/deployments/{id}/rollback", post(work::rollback))
+        .route("/deployments/{id}/sign-off", post(work::sign_off))
+        .route("/drift", get(work::drift))
+        .route("/rules/{id}/drift/resolve", post(work::resolve_drift))
         .route("/rules", get(work::rules))
         .route("/rules/new", get(work::new_rule).post(work::create_rule))
         .route("/rules/{id}", get(work::rule))
@@ -76,6 +85,7 @@ pub fn router() -> Router<AppState> {
             get(work::edit_rule).post(work::save_rule),
         )
         .route("/rules/{id}/deploy", post(work::request_deploy))
+        .route("/rules/{id}/test-runs", post(work::run_tests))
         .route("/fleet", get(fleet::fleet))
         .route("/fleet/{id}", get(fleet::agent))
         .route("/audit", get(admin::audit))
@@ -92,6 +102,12 @@ pub fn router() -> Router<AppState> {
             post(admin::create_enrollment_token),
         )
         .route("/settings/connections", post(admin::create_connection))
+        .route("/settings/approvals", post(admin::set_min_approvers))
+        .route(
+            "/settings/connections/sentinel",
+            post(admin::create_sentinel),
+        )
+        .route("/settings/connections/elastic", post(admin::create_elastic))
         .route("/static/console.css", get(assets::css))
         .route("/static/console.js", get(assets::js))
 }

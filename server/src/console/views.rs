@@ -24,7 +24,19 @@ pub fn deployment_badge(status: &str) -> Badge {
         "refused" => ("refused by agent", "bad"),
         "expired" => ("expired", "bad"),
         "rejected" => ("rejected", "bad"),
+        "changes_requested" => ("changes requested", "warn"),
         "reverted" => ("reverted", "muted"),
+        _ => ("unknown", "muted"),
+    };
+    Badge { label, class }
+}
+
+/// A deployed rule's drift state (`deployed`, `drift_detected`, `archived`).
+pub fn drift_badge(state: &str) -> Badge {
+    let (label, class) = match state {
+        "deployed" => ("matches", "ok"),
+        "drift_detected" => ("drifted", "bad"),
+        "archived" => ("archived (not tracked)", "muted"),
         _ => ("unknown", "muted"),
     };
     Badge { label, class }

@@ -42,6 +42,10 @@ pub struct DeploymentRow {
     badge: Badge,
     error_class: String,
     mine: bool,
+    /// Deployed by an Admin without approval: flagged wherever it is listed.
+    breakglass: bool,
+    /// `change`, `rollback` or `redeploy`: shown when not a plain change.
+    kind: String,
 }
 
 fn row(
@@ -66,6 +70,12 @@ fn row(
         badge: views::deployment_badge(&d.status),
         error_class: d.error_class.clone().unwrap_or_default(),
         mine: d.requested_by == me.id,
+        breakglass: d.breakglass_reason.is_some(),
+        kind: if d.kind == "change" {
+            String::new()
+        } else {
+            d.kind.clone()
+        },
     }
 }
 
@@ -105,6 +115,20 @@ struct HomePage {
     offline: u64,
     agents: u64,
     failed: Vec<DeploymentRow>,
+    /// Rules whose deployed content no longer matches (need a resolution).
+    drifted: usize,
+    /// Open breakglass reviews (shown to Admins, who sign them off).
+    reviews: Vec<OpenReview>,
+    admin: bool,
+}
+
+/// An open breakglass review on the home page.
+struct OpenReview {
+    deployment_id: Uuid,
+    rule: String,
+    by: String,
+    reason: String,
+    mine: bool,
 }
 
 /// `GET /`: what needs the signed-in person.
@@ -141,6 +165,28 @@ pub async fn home(State(state): State<AppState>, user: Page<perm::View>) -> Page
         .take(10)
         .map(|d| row(d, &user, &n.titles, &n.conns, &n.emails))
         .collect();
+    let drifted = crate::service::drift::list(&state.db, user.tenant_id)
+        .await?
+        .iter()
+        .filter(|r| r.state == "drift_detected")
+        .count();
+    let admin = may(&user, Permission::Administer);
+    let mut reviews = Vec::new();
+    if admin {
+        for r in deployments::reviews(&state.db, user.tenant_id).await? {
+            if r.signed_off_by.is_some() {
+                continue;
+            }
+            let d = deployments::get(&state.db, user.tenant_id, r.deployment_id).await?;
+            reviews.push(OpenReview {
+                deployment_id: r.deployment_id,
+                rule: n.titles.get(&d.rule_id).cloned().unwrap_or_default(),
+                by: n.emails.get(&r.requested_by).cloned().unwrap_or_default(),
+                reason: r.reason,
+                mine: r.requested_by == user.id,
+            });
+        }
+    }
     ok(&HomePage {
         chrome: Chrome::of(&user, "Home", "home"),
         for_me,
@@ -149,6 +195,9 @@ pub async fn home(State(state): State<AppState>, user: Page<perm::View>) -> Page
         offline: off.total,
         agents: all.total,
         failed,
+        drifted,
+        reviews,
+        admin,
     })
 }
 
@@ -291,9 +340,21 @@ pub async fn live(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// An approval as shown.
+/// A decision as shown.
 struct ApprovalRow {
     who: String,
+    /// "approved", "rejected" or "requested changes".
+    what: &'static str,
+    when: String,
+    comment: String,
+}
+
+/// The after-the-fact review of a breakglass deployment, as shown.
+struct ReviewRow {
+    reason: String,
+    deployed_by: String,
+    signed_off: bool,
+    by: String,
     when: String,
     comment: String,
 }
@@ -315,6 +376,15 @@ struct DeploymentPage {
     pending: bool,
     can_approve: bool,
     why_not: &'static str,
+    /// The rule on this connection is what this deployment applied, and the
+    /// person may request: offer the one-step rollback.
+    can_rollback: bool,
+    review: Option<ReviewRow>,
+    /// An Admin other than the one who deployed, review still open.
+    can_sign_off: bool,
+    /// The rule-test gate for this request's versions on its connection:
+    /// each blocking version (rule, version, why). Empty: approval may proceed.
+    gate: Vec<(Uuid, i32, &'static str)>,
     since: i64,
 }
 
@@ -383,10 +453,57 @@ pub async fn deployment(
         .into_iter()
         .map(|a| ApprovalRow {
             who: n.emails.get(&a.user_id).cloned().unwrap_or_default(),
+            what: match a.decision.as_str() {
+                "approve" => "approved",
+                "reject" => "rejected",
+                _ => "requested changes",
+            },
             when: views::when(a.created_at),
             comment: a.comment.unwrap_or_default(),
         })
         .collect();
+    let can_rollback = d.status == "succeeded"
+        && may(&user, Permission::RequestDeployment)
+        && deployments::current(&state.db, user.tenant_id, d.rule_id, d.connection_id)
+            .await?
+            .is_some_and(|c| c.last_deployment_id == Some(d.id) && c.state != "removed");
+    let version_ids: Vec<Uuid> = deployments::items(&state.db, user.tenant_id, d.id)
+        .await?
+        .iter()
+        .map(|i| i.rule_version_id)
+        .collect();
+    let gate =
+        match rules::tests_gate(&state.db, user.tenant_id, d.connection_id, &version_ids).await? {
+            Ok(()) => Vec::new(),
+            Err(g) => g
+                .blocked
+                .iter()
+                .map(|b| {
+                    let why = match b.reason {
+                        "tests_missing" => "its tests have not been run on this connection",
+                        "tests_running" => "its test run has not finished",
+                        "tests_failed" => "its latest test run failed",
+                        _ => "its latest test run could not complete",
+                    };
+                    (b.rule_id, b.version, why)
+                })
+                .collect(),
+        };
+    let review = deployments::review_of(&state.db, user.tenant_id, d.id).await?;
+    let can_sign_off = review.as_ref().is_some_and(|r| {
+        r.signed_off_by.is_none() && r.requested_by != user.id && may(&user, Permission::Administer)
+    });
+    let review = review.map(|r| ReviewRow {
+        reason: r.reason,
+        deployed_by: n.emails.get(&r.requested_by).cloned().unwrap_or_default(),
+        signed_off: r.signed_off_by.is_some(),
+        by: r
+            .signed_off_by
+            .and_then(|u| n.emails.get(&u).cloned())
+            .unwrap_or_default(),
+        when: r.signed_off_at.map(views::when).unwrap_or_default(),
+        comment: r.comment.unwrap_or_default(),
+    });
     ok(&DeploymentPage {
         chrome: Chrome::of(&user, "Deployment", "approvals"),
         d: row(&d, &user, &n.titles, &n.conns, &n.emails),
@@ -402,6 +519,10 @@ pub async fn deployment(
         pending,
         can_approve: why_not.is_empty(),
         why_not,
+        can_rollback,
+        review,
+        can_sign_off,
+        gate,
         since,
     })
 }
@@ -421,18 +542,84 @@ pub async fn approve(
     PagePath(id): PagePath<Uuid>,
     PageForm(f): PageForm<ApproveForm>,
 ) -> PageResult {
+    decide(&state, &user, id, f, deployments::Decision::Approve).await
+}
+
+/// `POST /deployments/{id}/reject` (the decision form's Reject button; a comment is required).
+pub async fn reject(
+    State(state): State<AppState>,
+    user: Page<perm::Approve>,
+    PagePath(id): PagePath<Uuid>,
+    PageForm(f): PageForm<ApproveForm>,
+) -> PageResult {
+    decide(&state, &user, id, f, deployments::Decision::Reject).await
+}
+
+/// `POST /deployments/{id}/request-changes` (a comment is required).
+pub async fn request_changes(
+    State(state): State<AppState>,
+    user: Page<perm::Approve>,
+    PagePath(id): PagePath<Uuid>,
+    PageForm(f): PageForm<ApproveForm>,
+) -> PageResult {
+    decide(&state, &user, id, f, deployments::Decision::RequestChanges).await
+}
+
+/// The three buttons of the decision form go through the API's one path
+/// (`deployments::decide`), so the separation-of-duties and digest checks
+/// are the server's, not the page's.
+async fn decide(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+    f: ApproveForm,
+    decision: deployments::Decision,
+) -> PageResult {
     let comment = f.comment.filter(|c| !c.trim().is_empty());
     let digest = f.digest.filter(|d| !d.is_empty());
-    deployments::decide(
-        &state,
+    deployments::decide(state, user, id, decision, comment, digest, None).await?;
+    Ok(see_other(&format!("/deployments/{id}")))
+}
+
+/// The rollback and sign-off forms' one field.
+#[derive(Deserialize)]
+pub struct CommentForm {
+    comment: Option<String>,
+}
+
+/// `POST /deployments/{id}/rollback`: requests the rollback of this
+/// deployment's rule on its connection (the version deployed before it, or
+/// removal if it was the first); the request waits for approval like any
+/// change. Goes to the new request.
+pub async fn rollback(
+    State(state): State<AppState>,
+    user: Page<perm::RequestDeployment>,
+    PagePath(id): PagePath<Uuid>,
+    PageForm(f): PageForm<CommentForm>,
+) -> PageResult {
+    let d = deployments::get(&state.db, user.tenant_id, id).await?;
+    let new = deployments::rollback_request(
+        &state.db,
         &user,
-        id,
-        deployments::Decision::Approve,
-        comment,
-        digest,
-        None,
+        d.rule_id,
+        d.connection_id,
+        f.comment.unwrap_or_default(),
     )
     .await?;
+    let r = deployments::request(&state, &user, new, None).await?;
+    Ok(see_other(&format!("/deployments/{}", r.id)))
+}
+
+/// `POST /deployments/{id}/sign-off`: another Admin signs off a breakglass
+/// deployment's review.
+pub async fn sign_off(
+    State(state): State<AppState>,
+    user: Page<perm::Administer>,
+    PagePath(id): PagePath<Uuid>,
+    PageForm(f): PageForm<CommentForm>,
+) -> PageResult {
+    let comment = f.comment.filter(|c| !c.trim().is_empty());
+    deployments::sign_off(&state.db, &user, id, comment).await?;
     Ok(see_other(&format!("/deployments/{id}")))
 }
 
@@ -440,11 +627,24 @@ pub async fn approve(
 struct RuleRow {
     id: Uuid,
     title: String,
+    siem: String,
     severity: String,
     version: i32,
     created: String,
     status: Option<Badge>,
+    /// Drifted on some connection.
+    drifted: bool,
 }
+
+/// The status filter's choices: (value, label).
+const RULE_STATUSES: &[(&str, &str)] = &[
+    ("never", "never deployed"),
+    ("pending_approval", "awaiting approval"),
+    ("succeeded", "applied"),
+    ("failed", "failed or refused"),
+    ("drift", "drifted"),
+];
+const SIEMS: &[&str] = &["splunk", "sentinel", "elastic"];
 
 #[derive(Template)]
 #[template(path = "console/rules.html")]
@@ -456,6 +656,10 @@ struct RulesPage {
     severities: &'static [&'static str],
     can_author: bool,
     total: usize,
+    siem: String,
+    siems: &'static [&'static str],
+    status: String,
+    statuses: &'static [(&'static str, &'static str)],
 }
 
 /// Filters of the rules list.
@@ -463,6 +667,8 @@ struct RulesPage {
 pub struct RulesQuery {
     q: Option<String>,
     severity: Option<String>,
+    siem: Option<String>,
+    status: Option<String>,
 }
 
 const SEVERITIES: &[&str] = &["info", "low", "medium", "high", "critical"];
@@ -488,6 +694,15 @@ pub async fn rules(
     {
         status.insert(d.rule_id, d.status);
     }
+    let drifted: std::collections::HashSet<Uuid> =
+        crate::service::drift::list(&state.db, user.tenant_id)
+            .await?
+            .into_iter()
+            .filter(|r| r.state == "drift_detected")
+            .map(|r| r.rule_id)
+            .collect();
+    let siem = rq.siem.unwrap_or_default();
+    let want = rq.status.unwrap_or_default();
     let all = rules::list(&state.db, user.tenant_id).await?;
     let total = all.len();
     let needle = text.to_lowercase();
@@ -497,14 +712,27 @@ pub async fn rules(
         .filter(|r| {
             severity.is_empty() || latest.get(&r.id).is_some_and(|v| v.severity == severity)
         })
+        .filter(|r| siem.is_empty() || r.siem_kind == siem)
+        .filter(|r| {
+            let st = status.get(&r.id).map(String::as_str);
+            match want.as_str() {
+                "" => true,
+                "never" => st.is_none(),
+                "drift" => drifted.contains(&r.id),
+                "failed" => matches!(st, Some("failed" | "refused" | "expired")),
+                w => st == Some(w),
+            }
+        })
         .map(|r| RuleRow {
             severity: latest
                 .get(&r.id)
                 .map(|v| v.severity.clone())
                 .unwrap_or_default(),
             status: status.get(&r.id).map(|s| views::deployment_badge(s)),
+            drifted: drifted.contains(&r.id),
             id: r.id,
             title: r.name,
+            siem: r.siem_kind,
             version: r.latest_version,
             created: views::when(r.created_at),
         })
@@ -517,6 +745,10 @@ pub async fn rules(
         severities: SEVERITIES,
         can_author: may(&user, Permission::Author),
         total,
+        siem,
+        siems: SIEMS,
+        status: want,
+        statuses: RULE_STATUSES,
     })
 }
 
@@ -534,6 +766,42 @@ struct RulePage {
     can_author: bool,
     can_request: bool,
     connections: Vec<(Uuid, String)>,
+    /// The shown version's test cases, with the latest run's result each.
+    cases: Vec<CaseRow>,
+    /// The latest test run of the shown version, if any.
+    last_run: Option<RunRow>,
+    /// Connections of the rule's SIEM kind (tests run on the real SIEM).
+    test_conns: Vec<(Uuid, String)>,
+    can_test: bool,
+}
+
+/// A test case and how it fared in the latest run.
+struct CaseRow {
+    name: String,
+    expect: &'static str,
+    events: usize,
+    /// `None` until a run reported it.
+    result: Option<Badge>,
+    matched: String,
+}
+
+/// A test run as shown.
+struct RunRow {
+    badge: Badge,
+    when: String,
+    connection: String,
+    error_class: String,
+}
+
+fn run_badge(status: &str) -> Badge {
+    let (label, class) = match status {
+        "queued" => ("running", "info"),
+        "passed" => ("passed", "ok"),
+        "failed" => ("failed", "bad"),
+        "error" => ("could not run", "bad"),
+        _ => ("unknown", "muted"),
+    };
+    Badge { label, class }
 }
 
 /// A version in the rule page's list.
@@ -574,11 +842,54 @@ pub async fn rule(
     } else {
         views::diff(&va.query, &vb.query)
     };
-    let connections = connections::list(&state.db, user.tenant_id)
-        .await?
+    let conns = connections::list(&state.db, user.tenant_id).await?;
+    let test_conns = conns
+        .iter()
+        .filter(|c| c.kind == r.siem_kind)
+        .map(|c| (c.id, c.name.clone()))
+        .collect();
+    let conn_names: HashMap<Uuid, String> = conns.iter().map(|c| (c.id, c.name.clone())).collect();
+    let connections = conns
         .into_iter()
         .map(|c| (c.id, format!("{} ({})", c.name, c.kind)))
         .collect();
+    let run = rules::test_runs(&state.db, user.tenant_id, id, Some(vb.version))
+        .await?
+        .into_iter()
+        .next();
+    let results: Vec<rules::CaseResult> = run
+        .as_ref()
+        .and_then(|r| serde_json::from_str(&r.results).ok())
+        .unwrap_or_default();
+    let cases = rules::version_tests(&vb)
+        .into_iter()
+        .map(|t| {
+            let res = results.iter().find(|c| c.name == t.name);
+            CaseRow {
+                expect: if t.expect == picket_rules::Expect::Match {
+                    "match"
+                } else {
+                    "no match"
+                },
+                events: t.events.len(),
+                result: res.map(|c| Badge {
+                    label: if c.passed { "passed" } else { "failed" },
+                    class: if c.passed { "ok" } else { "bad" },
+                }),
+                matched: res.map(|c| c.matched.to_string()).unwrap_or_default(),
+                name: t.name,
+            }
+        })
+        .collect();
+    let last_run = run.map(|r| RunRow {
+        badge: run_badge(&r.status),
+        when: views::when(r.created_at),
+        connection: conn_names
+            .get(&r.connection_id)
+            .cloned()
+            .unwrap_or_default(),
+        error_class: r.error_class.unwrap_or_default(),
+    });
     ok(&RulePage {
         chrome: Chrome::of(&user, r.name.clone(), "rules"),
         id: r.id,
@@ -599,7 +910,31 @@ pub async fn rule(
         can_author: may(&user, Permission::Author),
         can_request: may(&user, Permission::RequestDeployment),
         connections,
+        cases,
+        last_run,
+        test_conns,
+        can_test: may(&user, Permission::Author),
     })
+}
+
+/// The run-tests form's fields.
+#[derive(Deserialize)]
+pub struct TestRunForm {
+    version: i32,
+    connection_id: Uuid,
+}
+
+/// `POST /rules/{id}/test-runs`: runs the version's test cases on a
+/// connection of the rule's SIEM (a sealed job to its agent); back to the
+/// rule page, where the results appear when the agent reports.
+pub async fn run_tests(
+    State(state): State<AppState>,
+    user: Page<perm::Author>,
+    PagePath(id): PagePath<Uuid>,
+    PageForm(f): PageForm<TestRunForm>,
+) -> PageResult {
+    rules::start_test_run(&state, &user, id, f.version, f.connection_id).await?;
+    Ok(see_other(&format!("/rules/{id}?b={}#tests", f.version)))
 }
 
 /// The rule form's fields (also what is shown again after a refusal).
@@ -619,10 +954,24 @@ pub struct RuleForm {
     /// ATT&CK technique ids, separated by commas or spaces.
     #[serde(default)]
     mitre: String,
-    /// The version's test cases, carried over unchanged on edit (as JSON;
-    /// the console does not edit them yet).
-    #[serde(skip)]
-    tests: Vec<picket_rules::TestCase>,
+    /// The version's test cases as JSON (a list of `{name, expect, events}`),
+    /// edited as text; empty means none.
+    #[serde(default)]
+    tests: String,
+}
+
+/// Longest test-case text the form accepts (the rule crate bounds the cases
+/// themselves; this bounds the parse).
+const MAX_TESTS_JSON: usize = 256 * 1024;
+
+/// Test cases as the form shows them: pretty JSON, empty when none.
+fn tests_text(v: &rule_version::Model) -> String {
+    let t = rules::version_tests(v);
+    if t.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string_pretty(&t).unwrap_or_default()
+    }
 }
 
 fn default_siem() -> String {
@@ -672,7 +1021,30 @@ impl RuleForm {
                 .filter(|t| !t.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            tests: self.tests.clone(),
+            tests: self.parsed_tests()?,
+        })
+    }
+
+    /// The test cases typed in the form; a JSON error names its line and column.
+    fn parsed_tests(&self) -> Result<Vec<picket_rules::TestCase>, ApiError> {
+        if self.tests.len() > MAX_TESTS_JSON {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("tests: at most {MAX_TESTS_JSON} bytes of JSON"),
+            ));
+        }
+        if self.tests.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(&self.tests).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_field",
+                format!(
+                    "tests line {}, column {}: not a list of test cases ({e})",
+                    e.line(),
+                    e.column()
+                ),
+            )
         })
     }
 
@@ -703,6 +1075,7 @@ fn field_of(message: &str) -> &'static str {
         "latest",
         "siem_kind",
         "mitre",
+        "tests",
     ]
     .into_iter()
     .find(|f| *f == first)
@@ -820,7 +1193,7 @@ pub async fn edit_rule(
         latest: v.latest.clone(),
         siem_kind: r.siem_kind.clone(),
         mitre: rules::version_mitre(v).join(", "),
-        tests: rules::version_tests(v),
+        tests: tests_text(v),
     };
     ok(&rule_form(
         &user,
@@ -836,15 +1209,9 @@ pub async fn save_rule(
     State(state): State<AppState>,
     user: Page<perm::Author>,
     PagePath(id): PagePath<Uuid>,
-    PageForm(mut f): PageForm<RuleForm>,
+    PageForm(f): PageForm<RuleForm>,
 ) -> PageResult {
     let (action, heading) = (format!("/rules/{id}/edit"), "New version".to_owned());
-    // Test cases are not edited in the console: the new version keeps the
-    // latest version's cases.
-    let (_, versions) = rules::get(&state.db, user.tenant_id, id).await?;
-    if let Some(latest) = versions.first() {
-        f.tests = rules::version_tests(latest);
-    }
     let content = match f.content() {
         Ok(c) => c,
         Err(e) => return refused(&user, action, heading, f, e),
@@ -890,4 +1257,91 @@ pub async fn request_deploy(
     )
     .await?;
     Ok(see_other(&format!("/deployments/{}", d.id)).into_response())
+}
+
+/// A rule deployed through Picket, with its drift state.
+struct DriftRow {
+    rule_id: Uuid,
+    rule: String,
+    connection_id: Uuid,
+    connection: String,
+    version: i32,
+    badge: Badge,
+    checked: String,
+    drifted: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/drift.html")]
+struct DriftPage {
+    chrome: Chrome,
+    rows: Vec<DriftRow>,
+    drifted: usize,
+    can_resolve: bool,
+}
+
+/// `GET /drift`: every rule deployed through Picket and whether its content
+/// on the SIEM still matches; drifted ones with their resolutions.
+pub async fn drift(State(state): State<AppState>, user: Page<perm::View>) -> PageResult {
+    let n = names(&state, user.scope()).await?;
+    let mut rows: Vec<DriftRow> = crate::service::drift::list(&state.db, user.tenant_id)
+        .await?
+        .into_iter()
+        .map(|r| DriftRow {
+            rule: n.titles.get(&r.rule_id).cloned().unwrap_or_default(),
+            connection: n.conns.get(&r.connection_id).cloned().unwrap_or_default(),
+            badge: views::drift_badge(&r.state),
+            checked: r
+                .drift_checked_at
+                .map_or_else(|| "not checked yet".to_owned(), views::when),
+            drifted: r.state == "drift_detected",
+            rule_id: r.rule_id,
+            connection_id: r.connection_id,
+            version: r.version,
+        })
+        .collect();
+    // Drifted first: they are what needs someone.
+    rows.sort_by_key(|r| !r.drifted);
+    ok(&DriftPage {
+        chrome: Chrome::of(&user, "Drift", "drift"),
+        drifted: rows.iter().filter(|r| r.drifted).count(),
+        rows,
+        can_resolve: may(&user, Permission::RequestDeployment),
+    })
+}
+
+/// The drift resolution form's fields.
+#[derive(Deserialize)]
+pub struct ResolveForm {
+    connection_id: Uuid,
+    /// `redeploy` or `archive`.
+    resolution: crate::service::drift::Resolution,
+    message: Option<String>,
+}
+
+/// `POST /rules/{id}/drift/resolve`: redeploy (a new request, approved like
+/// any change: goes to it) or archive (stop tracking: back to the list).
+pub async fn resolve_drift(
+    State(state): State<AppState>,
+    user: Page<perm::RequestDeployment>,
+    PagePath(id): PagePath<Uuid>,
+    PageForm(f): PageForm<ResolveForm>,
+) -> PageResult {
+    // The rule first: another tenant's id is a 404 whatever the form says.
+    user.scope()
+        .get::<crate::db::entity::rule::Entity>(&state.db, id, "rule")
+        .await?;
+    let d = crate::service::drift::resolve(
+        &state,
+        &user,
+        id,
+        f.connection_id,
+        f.resolution,
+        f.message.unwrap_or_default(),
+    )
+    .await?;
+    Ok(match d {
+        Some(d) => see_other(&format!("/deployments/{}", d.id)),
+        None => see_other("/drift"),
+    })
 }
