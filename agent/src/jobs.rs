@@ -177,7 +177,9 @@ async fn run_rule_health(
                 .await
                 .unwrap_or(Err(ErrorClass::Timeout));
             match r {
-                Err(ErrorClass::RateLimited | ErrorClass::SiemUnreachable) if attempt < ATTEMPTS => {
+                Err(ErrorClass::RateLimited | ErrorClass::SiemUnreachable)
+                    if attempt < ATTEMPTS =>
+                {
                     tokio::time::sleep(pause).await;
                     pause = pause.saturating_mul(2);
                     attempt += 1;

@@ -123,8 +123,15 @@ async fn stored_rule_health_equals_what_each_simulator_scripted() {
     assert_eq!(newest.status, RunStatus::Success);
 
     // Splunk: scheduler records in `_internal`, counted per status.
-    let splunk_rule = deploy_to(&s, "Failed logons", "index=main EventCode=4625", &s.connection_id).await;
-    s.sim.script_runs(&format!("picket-{splunk_rule}"), runs.clone());
+    let splunk_rule = deploy_to(
+        &s,
+        "Failed logons",
+        "index=main EventCode=4625",
+        &s.connection_id,
+    )
+    .await;
+    s.sim
+        .script_runs(&format!("picket-{splunk_rule}"), runs.clone());
     let h = check_and_read(&s, &s.connection_id, &splunk_rule).await;
     assert_eq!(h["error_class"], Value::Null, "{h}");
     assert_eq!(h["window_secs"], WINDOW_SECS, "{h}");
@@ -180,7 +187,11 @@ async fn stored_rule_health_equals_what_each_simulator_scripted() {
     assert_eq!(h["gap_ms"], Value::Null, "{h}");
 
     // Elastic: only the last execution is in `execution_summary`.
-    let elastic = ElasticSim::builder().api_key(API_KEY).start().await.unwrap();
+    let elastic = ElasticSim::builder()
+        .api_key(API_KEY)
+        .start()
+        .await
+        .unwrap();
     let conn = s
         .admin
         .post_ok(
@@ -225,7 +236,13 @@ async fn the_scheduler_collects_rule_health_without_being_asked() {
     })
     .await
     .unwrap();
-    let rule = deploy_to(&s, "Failed logons", "index=main EventCode=4625", &s.connection_id).await;
+    let rule = deploy_to(
+        &s,
+        "Failed logons",
+        "index=main EventCode=4625",
+        &s.connection_id,
+    )
+    .await;
     s.sim.script_runs(
         &format!("picket-{rule}"),
         vec![ScriptedRun::success(10, 3, 1), ScriptedRun::failure(20)],
@@ -242,7 +259,10 @@ async fn the_scheduler_collects_rule_health_without_being_asked() {
     .await
     .unwrap_or_else(|e| panic!("{e:#}\nserver log:\n{}", tail(&s.server.log(), 40)));
     assert_eq!(sample["connection_id"], json!(s.connection_id));
-    assert_eq!(sample["window_secs"], 60, "the interval, at least 60 s: {sample}");
+    assert_eq!(
+        sample["window_secs"], 60,
+        "the interval, at least 60 s: {sample}"
+    );
 
     // A viewer-level read of an unknown rule is a 404, not an empty answer.
     let (status, _) = s

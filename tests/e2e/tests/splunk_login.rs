@@ -41,7 +41,11 @@ async fn deploy(s: &Stack, title: &str, connection_id: &str) -> (String, serde_j
 async fn a_splunk_connection_with_username_and_password_logs_in_for_session_keys() {
     let s = Stack::start(StackOpts::default()).await.unwrap();
     // Only a user: every Bearer token is refused by this simulator.
-    let sim = SplunkSim::builder().user(USER, PASSWORD).start().await.unwrap();
+    let sim = SplunkSim::builder()
+        .user(USER, PASSWORD)
+        .start()
+        .await
+        .unwrap();
     let agent = s.agent.agent_id.to_string();
 
     // Precise refusals, nothing half-created.
@@ -55,7 +59,11 @@ async fn a_splunk_connection_with_username_and_password_logs_in_for_session_keys
     };
     for (body, code, mention) in [
         (with(json!({"username": USER})), "missing_field", "password"),
-        (with(json!({"password": PASSWORD})), "missing_field", "username"),
+        (
+            with(json!({"password": PASSWORD})),
+            "missing_field",
+            "username",
+        ),
         (
             with(json!({"username": USER, "password": PASSWORD, "token": "t"})),
             "field_not_allowed",
@@ -142,7 +150,9 @@ async fn a_splunk_connection_with_username_and_password_logs_in_for_session_keys
     for entry in walk(&s.root.join("server")) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         assert!(
-            !bytes.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()),
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
             "the password is in {} in clear",
             entry.display()
         );
