@@ -115,6 +115,7 @@ fn refused(job_id: Uuid, class: ErrorClass) -> JobResult {
         content_hash: None,
         items: None,
         test_counts: None,
+        rule_health: None,
     }
 }
 
@@ -149,6 +150,62 @@ async fn run_with_retries(
             other => return other,
         }
     }
+}
+
+/// Reads each listed rule's health over the last `check.window_secs`
+/// seconds, one rule at a time, each call bounded by `deadline` and retried
+/// like a job on transient failures. A rule missing on the SIEM is answered
+/// `not_found` for that rule only; any other failure is also the job's class
+/// (the first one), but every rule still gets its entry, so one bad rule does
+/// not hide the others' numbers.
+async fn run_rule_health(
+    connector: &siem::Connector,
+    deadline: Duration,
+    check: &picket_proto::RuleHealthCheck,
+) -> (Option<ErrorClass>, Vec<picket_proto::RuleHealthItem>) {
+    if check.validate().is_err() {
+        return (Some(ErrorClass::MalformedJob), Vec::new());
+    }
+    let window = siem::TimeWindow::last(i64::from(check.window_secs));
+    let mut failure = None;
+    let mut items = Vec::with_capacity(check.rules.len());
+    for rule_id in &check.rules {
+        let mut pause = RETRY_PAUSE;
+        let mut attempt = 1;
+        let answer = loop {
+            let r = tokio::time::timeout(deadline, connector.rule_health(rule_id, window))
+                .await
+                .unwrap_or(Err(ErrorClass::Timeout));
+            match r {
+                Err(ErrorClass::RateLimited | ErrorClass::SiemUnreachable)
+                    if attempt < ATTEMPTS =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = pause.saturating_mul(2);
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        items.push(match answer {
+            Ok(health) => picket_proto::RuleHealthItem {
+                rule_id: *rule_id,
+                health: Some(health),
+                error_class: None,
+            },
+            Err(class) => {
+                if class != ErrorClass::NotFound {
+                    failure.get_or_insert(class);
+                }
+                picket_proto::RuleHealthItem {
+                    rule_id: *rule_id,
+                    health: None,
+                    error_class: Some(class),
+                }
+            }
+        });
+    }
+    (failure, items)
 }
 
 fn unix_now() -> i64 {
@@ -402,6 +459,9 @@ impl Worker {
                 batch.items.first().map(|i| i.rule_id)
             }
             picket_proto::JobAction::TestRule { test } => Some(test.rule_id),
+            picket_proto::JobAction::RuleHealth { check } if check.rules.len() == 1 => {
+                check.rules.first().copied()
+            }
             _ => None,
         };
         if spec.kind() != header.kind {
@@ -425,6 +485,26 @@ impl Worker {
             }
             _ => None,
         };
+        if let picket_proto::JobAction::RuleHealth { check } = &spec.action {
+            let (failure, items) = run_rule_health(&connector, self.siem_timeout, check).await;
+            drop(connector);
+            drop(spec);
+            let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            return JobResult {
+                job_id,
+                outcome: if failure.is_some() {
+                    Outcome::Failed
+                } else {
+                    Outcome::Succeeded
+                },
+                error_class: failure,
+                duration_ms,
+                content_hash: None,
+                items: None,
+                test_counts: None,
+                rule_health: Some(items),
+            };
+        }
         if let Some((failure, items)) = per_item {
             drop(connector);
             drop(spec);
@@ -441,6 +521,7 @@ impl Worker {
                 content_hash: None,
                 items: Some(items),
                 test_counts: None,
+                rule_health: None,
             };
         }
         let outcome = tokio::time::timeout(
@@ -460,6 +541,7 @@ impl Worker {
                 content_hash: ok.content_hash.map(B64),
                 items: None,
                 test_counts: ok.test_counts,
+                rule_health: None,
             },
             Ok(Err(class)) => JobResult {
                 job_id,
@@ -469,6 +551,7 @@ impl Worker {
                 content_hash: None,
                 items: None,
                 test_counts: None,
+                rule_health: None,
             },
             Err(_) => JobResult {
                 job_id,
@@ -478,6 +561,7 @@ impl Worker {
                 content_hash: None,
                 items: None,
                 test_counts: None,
+                rule_health: None,
             },
         }
     }

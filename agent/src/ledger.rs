@@ -528,6 +528,7 @@ mod tests {
             content_hash: None,
             items: None,
             test_counts: None,
+            rule_health: None,
         }
     }
 
@@ -540,6 +541,7 @@ mod tests {
             content_hash: None,
             items: None,
             test_counts: None,
+            rule_health: None,
         }
     }
 

@@ -10,7 +10,7 @@
 //! | `max_jobs_per_minute` | none | optional burst cap over any sliding 60-second window (1 to 10000), kept for older policy files |
 //!
 //! ```toml
-//! allow_kinds = ["deploy_rule", "disable_rule", "delete_rule", "check_connection", "test_rule"]
+//! allow_kinds = ["deploy_rule", "disable_rule", "delete_rule", "check_connection", "test_rule", "rule_health"]
 //! allow_connections = ["prod-splunk"]
 //! max_jobs_per_hour = 200
 //! ```

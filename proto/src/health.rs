@@ -176,3 +176,139 @@ pub struct RuleHealth {
     /// Time the last run left uncovered (Elastic's gap), milliseconds.
     pub gap_ms: Option<u64>,
 }
+
+/// Most rules one `rule_health` job may ask about, and so most entries its
+/// result may carry (the same bound as a batch).
+pub const MAX_RULE_HEALTH_RULES: usize = crate::batch::MAX_BATCH_ITEMS;
+
+/// Longest window a `rule_health` job may cover: 7 days, in seconds.
+pub const MAX_RULE_HEALTH_WINDOW_SECS: u32 = 7 * 24 * 3600;
+
+/// What a `rule_health` job asks: the run health of the listed managed rules
+/// on one connection over the last `window_secs` seconds (up to the agent's
+/// clock at run time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHealthCheck {
+    /// The rules, by server id (1 to [`MAX_RULE_HEALTH_RULES`]).
+    pub rules: Vec<Uuid>,
+    /// Length of the window, seconds (60 to [`MAX_RULE_HEALTH_WINDOW_SECS`]).
+    pub window_secs: u32,
+}
+
+impl RuleHealthCheck {
+    /// Checks the bounds serde cannot express.
+    ///
+    /// # Errors
+    /// [`ProtoError::InvalidField`] naming the field out of bounds.
+    pub fn validate(&self) -> Result<(), ProtoError> {
+        if self.rules.is_empty() || self.rules.len() > MAX_RULE_HEALTH_RULES {
+            return Err(ProtoError::InvalidField {
+                field: "rules",
+                reason: "expected 1 to 100 rules",
+            });
+        }
+        if !(60..=MAX_RULE_HEALTH_WINDOW_SECS).contains(&self.window_secs) {
+            return Err(ProtoError::InvalidField {
+                field: "window_secs",
+                reason: "expected 60 to 604800",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One rule's answer in a `rule_health` result: its numbers, or why the
+/// connector could not read them. Exactly one of the two is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHealthItem {
+    /// The rule.
+    pub rule_id: Uuid,
+    /// Its health over the job's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<RuleHealth>,
+    /// Why its health could not be read (e.g. `not_found` for a rule missing
+    /// on the SIEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+}
+
+/// Checks a `rule_health` result list: at most [`MAX_RULE_HEALTH_RULES`]
+/// entries, each with exactly one of numbers or an error class.
+///
+/// # Errors
+/// [`ProtoError::InvalidField`] on `rule_health`.
+pub fn validate_rule_health_items(items: &[RuleHealthItem]) -> Result<(), ProtoError> {
+    if items.len() > MAX_RULE_HEALTH_RULES {
+        return Err(ProtoError::InvalidField {
+            field: "rule_health",
+            reason: "more than 100 entries",
+        });
+    }
+    if items
+        .iter()
+        .any(|i| i.health.is_some() == i.error_class.is_some())
+    {
+        return Err(ProtoError::InvalidField {
+            field: "rule_health",
+            reason: "each entry needs exactly one of health or error_class",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod rule_health_tests {
+    use super::*;
+
+    #[test]
+    fn checks_are_bounded() {
+        let ok = RuleHealthCheck {
+            rules: vec![Uuid::nil()],
+            window_secs: 3600,
+        };
+        assert!(ok.validate().is_ok());
+        let empty = RuleHealthCheck {
+            rules: vec![],
+            ..ok.clone()
+        };
+        assert!(empty.validate().is_err());
+        let too_many = RuleHealthCheck {
+            rules: vec![Uuid::nil(); MAX_RULE_HEALTH_RULES + 1],
+            ..ok.clone()
+        };
+        assert!(too_many.validate().is_err());
+        for bad in [0, 59, MAX_RULE_HEALTH_WINDOW_SECS + 1] {
+            let c = RuleHealthCheck {
+                window_secs: bad,
+                ..ok.clone()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn items_need_exactly_one_answer() {
+        let numbers = RuleHealthItem {
+            rule_id: Uuid::nil(),
+            health: Some(RuleHealth::default()),
+            error_class: None,
+        };
+        let failed = RuleHealthItem {
+            health: None,
+            error_class: Some(ErrorClass::NotFound),
+            ..numbers
+        };
+        assert!(validate_rule_health_items(&[numbers, failed]).is_ok());
+        let both = RuleHealthItem {
+            error_class: Some(ErrorClass::NotFound),
+            ..numbers
+        };
+        assert!(validate_rule_health_items(&[both]).is_err());
+        let neither = RuleHealthItem {
+            health: None,
+            ..numbers
+        };
+        assert!(validate_rule_health_items(&[neither]).is_err());
+        assert!(validate_rule_health_items(&vec![numbers; MAX_RULE_HEALTH_RULES + 1]).is_err());
+    }
+}

@@ -97,6 +97,8 @@ pub enum JobKind {
     DriftCheck,
     /// Run a rule version's tests: inject sample events, count matches.
     TestRule,
+    /// Report the run health (counts) of managed rules on a connection over a window.
+    RuleHealth,
 }
 
 impl JobKind {
@@ -110,6 +112,7 @@ impl JobKind {
             JobKind::DeployBatch => "deploy_batch",
             JobKind::DriftCheck => "drift_check",
             JobKind::TestRule => "test_rule",
+            JobKind::RuleHealth => "rule_health",
         }
     }
 }
@@ -134,6 +137,7 @@ impl JobSpec {
             JobAction::DeployBatch { .. } => JobKind::DeployBatch,
             JobAction::DriftCheck { .. } => JobKind::DriftCheck,
             JobAction::TestRule { .. } => JobKind::TestRule,
+            JobAction::RuleHealth { .. } => JobKind::RuleHealth,
         }
     }
 }
@@ -369,6 +373,11 @@ pub enum JobAction {
     TestRule {
         /// The tests.
         test: crate::ruletest::RuleTest,
+    },
+    /// Report each listed rule's run health over a window, as numbers.
+    RuleHealth {
+        /// The rules and the window.
+        check: crate::health::RuleHealthCheck,
     },
 }
 

@@ -45,7 +45,9 @@ pub use batch::{
 pub use bytes::{B64, B64Vec, KeyFingerprint};
 pub use enroll::{EnrollRequest, EnrollResponse, EnrollmentToken};
 pub use error::ProtoError;
-pub use health::{HealthReport, RuleHealth, SiemHealth};
+pub use health::{
+    HealthReport, MAX_RULE_HEALTH_RULES, RuleHealth, RuleHealthCheck, RuleHealthItem, SiemHealth,
+};
 pub use job::{
     Credential, ElasticSettings, JobAction, JobHeader, JobKind, JobSpec, RuleRef, RuleSpec,
     Schedule, SealedJob, SentinelIngestion, SentinelSettings, Severity, SiemKind, SiemSettings,

@@ -210,6 +210,11 @@ pub struct JobResult {
     /// (at most [`crate::ruletest::MAX_TEST_CASES`]); never event text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_counts: Option<crate::ruletest::TestCounts>,
+    /// For a `rule_health` job: one entry per rule asked about, in the job's
+    /// order (at most [`crate::health::MAX_RULE_HEALTH_RULES`]); counts and
+    /// times only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_health: Option<Vec<crate::health::RuleHealthItem>>,
 }
 
 #[derive(Serialize)]
@@ -335,6 +340,11 @@ pub fn decode_agent_msg(text: &str, max_bytes: usize) -> Result<AgentMsg, ProtoE
             });
         }
         _ => {}
+    }
+    if let AgentMsg::JobResult(r) = &msg
+        && let Some(items) = &r.rule_health
+    {
+        crate::health::validate_rule_health_items(items)?;
     }
     Ok(msg)
 }

@@ -113,6 +113,7 @@ struct AgentsFile {
 struct JobsFile {
     ttl_secs: Option<u64>,
     drift_check_interval_secs: Option<u32>,
+    rule_health_interval_secs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +281,10 @@ pub struct ServerConfig {
     /// (default 1800): how often every connection with deployed rules gets a
     /// `drift_check` job.
     pub drift_check_interval_secs: u32,
+    /// `jobs.rule_health_interval_secs` / `PICKET_RULE_HEALTH_INTERVAL_SECS`
+    /// (default 900): how often every connection with deployed rules gets a
+    /// `rule_health` job, whose window is this long (at least 60 s).
+    pub rule_health_interval_secs: u32,
     /// The audit log.
     pub audit: AuditConfig,
     /// Log format.
@@ -503,6 +508,15 @@ impl ServerConfig {
                 "expected 5 to 604800 (7 days)",
             ));
         }
+        let rule_health_interval_secs = env_u32(env, "PICKET_RULE_HEALTH_INTERVAL_SECS")?
+            .or(file.jobs.as_ref().and_then(|j| j.rule_health_interval_secs))
+            .unwrap_or(15 * 60);
+        if !(5..=7 * 24 * 3600).contains(&rule_health_interval_secs) {
+            return Err(invalid(
+                "jobs.rule_health_interval_secs",
+                "expected 5 to 604800 (7 days)",
+            ));
+        }
         let job_ttl_secs = file.jobs.and_then(|j| j.ttl_secs).unwrap_or(15 * 60);
         if !(60..=7 * 24 * 3600).contains(&job_ttl_secs) {
             return Err(invalid("jobs.ttl_secs", "expected 60 to 604800 (7 days)"));
@@ -695,6 +709,7 @@ impl ServerConfig {
             admission_burst,
             job_ttl_secs,
             drift_check_interval_secs,
+            rule_health_interval_secs,
             audit: AuditConfig {
                 checkpoint_secs,
                 retention_days,

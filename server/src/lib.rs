@@ -147,6 +147,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     let streamer = audit::stream::spawn(state.clone());
     let cluster = gateway::cluster::spawn(&state);
     let drift = service::drift::spawn(state.clone());
+    let rule_health = service::rule_health::spawn(state.clone());
     tracing::info!(%addr, tls = tls.is_some(), fingerprint = %state.keys.fingerprint, "picket-server listening");
     let app = api::router(state.clone());
     let task = tokio::spawn(async move {
@@ -158,6 +159,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
             let _ = t.await;
         }
         let _ = drift.await;
+        let _ = rule_health.await;
         if let Some(s) = streamer {
             let _ = s.await;
         }

@@ -121,6 +121,8 @@ const MATRIX: &[(&str, &str, Need)] = &[
     ("GET", "/v1/drift", Need::View),
     ("POST", "/v1/rules/{id}/drift/resolve", Need::Request),
     ("POST", "/v1/connections/{id}/drift-check", Need::Request),
+    ("GET", "/v1/rules/{id}/health", Need::View),
+    ("POST", "/v1/connections/{id}/rule-health", Need::Request),
 ];
 
 /// Routes served outside the JSON API document, and why.

@@ -182,6 +182,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             content_hash: Some(B64([4; 32])),
             items: None,
             test_counts: None,
+            rule_health: None,
         }),
         AgentMsg::Pong { t: 17 },
         AgentMsg::RotateKeys(RotateKeys {

@@ -48,9 +48,17 @@ pub struct CreateConnectionRequest {
     /// Splunk: owner namespace (default `nobody`).
     #[serde(default)]
     pub owner: Option<String>,
-    /// Splunk: authentication token. Write-only.
+    /// Splunk: authentication token, sent as `Authorization: Bearer`.
+    /// Write-only. Give either this or `username` and `password`.
     #[serde(default)]
     pub token: Option<String>,
+    /// Splunk: user for session-key authentication (`/services/auth/login`),
+    /// instead of a token; needs `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Splunk: that user's password. Write-only: sealed like a token, never returned.
+    #[serde(default)]
+    pub password: Option<String>,
     /// Sentinel: Azure subscription id.
     #[serde(default)]
     pub subscription_id: Option<String>,
@@ -137,6 +145,8 @@ impl CreateConnectionRequest {
             ("app", self.app.is_some()),
             ("owner", self.owner.is_some()),
             ("token", self.token.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
         ];
         let sentinel_fields = [
             ("subscription_id", self.subscription_id.is_some()),
@@ -160,11 +170,40 @@ impl CreateConnectionRequest {
             "splunk" => {
                 only("splunk", &sentinel_fields)?;
                 only("splunk", &elastic_fields)?;
+                let (username, secret) = match (self.token, self.username, self.password) {
+                    (Some(token), None, None) => (None, token),
+                    (None, Some(user), Some(password)) => (Some(user), password),
+                    (Some(_), _, _) => {
+                        return Err(ApiError::bad_request(
+                            "field_not_allowed",
+                            "username and password do not apply with a token: give one form",
+                        ));
+                    }
+                    (None, Some(_), None) => {
+                        return Err(ApiError::bad_request(
+                            "missing_field",
+                            "password is required with username",
+                        ));
+                    }
+                    (None, None, Some(_)) => {
+                        return Err(ApiError::bad_request(
+                            "missing_field",
+                            "username is required with password",
+                        ));
+                    }
+                    (None, None, None) => {
+                        return Err(ApiError::bad_request(
+                            "missing_field",
+                            "token (or username and password) is required for this kind",
+                        ));
+                    }
+                };
                 let kind = NewKind::Splunk {
                     app: self.app.unwrap_or_else(|| "search".into()),
                     owner: self.owner.unwrap_or_else(|| "nobody".into()),
+                    username,
                 };
-                (kind, required("token", self.token)?)
+                (kind, secret)
             }
             "sentinel" => {
                 only("sentinel", &splunk_fields)?;
@@ -249,6 +288,9 @@ pub struct ConnectionView {
     /// endpoints, space, test index); `null` for Splunk.
     #[schema(value_type = Object)]
     pub settings: Option<serde_json::Value>,
+    /// Splunk: the user the agent logs in as (session-key authentication);
+    /// `null` when the connection uses a token, and for other kinds.
+    pub username: Option<String>,
     /// Always `********`: credentials are write-only.
     pub credential: String,
     /// When the credential was last set (RFC 3339).
@@ -269,6 +311,7 @@ impl From<siem_connection::Model> for ConnectionView {
                 .settings
                 .as_deref()
                 .and_then(|t| serde_json::from_str(t).ok()),
+            username: c.splunk_username,
             credential: "********".into(),
             credential_updated_at: rfc3339(c.updated_at),
         }
@@ -321,8 +364,9 @@ pub async fn show(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCredentialRequest {
-    /// The new secret: Splunk token, Sentinel client secret or Elastic API
-    /// key (`token` is accepted as an alias). Write-only: never returned.
+    /// The new secret: Splunk token (or password, for a connection with a
+    /// `username`), Sentinel client secret or Elastic API key (`token` is
+    /// accepted as an alias). Write-only: never returned.
     #[serde(alias = "token")]
     pub secret: String,
 }

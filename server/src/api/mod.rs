@@ -11,6 +11,7 @@
 //! - [`connections`]: SIEM connections (credentials write-only).
 //! - [`rules`]: rules and versions.
 //! - [`deployments`]: requests, approvals, status.
+//! - [`rule_health`]: per-rule health from the SIEMs, and checks on demand.
 //! - [`audit`]: the audit log: events, checkpoints, proofs, exports.
 //! - [`openapi`]: the OpenAPI document.
 //! - [`ops`]: `/readyz` and `/metrics` for operators.
@@ -25,6 +26,7 @@ pub mod enrollment;
 pub mod invitations;
 pub mod openapi;
 pub mod ops;
+pub mod rule_health;
 pub mod rules;
 
 use axum::extract::rejection::JsonRejection;
@@ -206,6 +208,7 @@ pub fn router(state: AppState) -> Router {
         .merge(connections::router())
         .merge(rules::router())
         .merge(deployments::router())
+        .merge(rule_health::router())
         .merge(audit::router())
         .merge(openapi::router())
         .merge(ops::router());

@@ -72,6 +72,8 @@ use crate::AppState;
         super::deployments::list_drift,
         super::deployments::resolve_drift,
         super::deployments::drift_check,
+        super::rule_health::show,
+        super::rule_health::check_now,
         super::audit::latest_checkpoint,
         super::audit::checkpoint_now,
         super::audit::list_events,

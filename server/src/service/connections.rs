@@ -154,6 +154,9 @@ pub enum NewKind {
         app: String,
         /// Splunk owner namespace.
         owner: String,
+        /// Session-key authentication: this user logs in with the secret as
+        /// password. `None`: the secret is a token.
+        username: Option<String>,
     },
     /// Microsoft Sentinel (boxed: far larger than the other variants).
     Sentinel(Box<SentinelStored>),
@@ -216,7 +219,14 @@ fn azure_name(field: &str, value: &str) -> ApiResult<()> {
 /// Checks the kind-specific settings, each failure naming its field.
 fn validate_kind(kind: &NewKind) -> ApiResult<()> {
     match kind {
-        NewKind::Splunk { app, owner } => {
+        NewKind::Splunk {
+            app,
+            owner,
+            username,
+        } => {
+            if let Some(u) = username {
+                check_username(u)?;
+            }
             validate::ident("app", app)?;
             validate::ident("owner", owner)?;
         }
@@ -304,6 +314,7 @@ pub async fn create_splunk(
             kind: NewKind::Splunk {
                 app: input.app,
                 owner: input.owner,
+                username: None,
             },
             secret: input.token,
         },
@@ -327,13 +338,24 @@ pub async fn create(
     validate::base_url("base_url", &input.base_url)?;
     validate_kind(&input.kind)?;
     let secret_field = match input.kind {
+        NewKind::Splunk {
+            username: Some(_), ..
+        } => "password",
         NewKind::Splunk { .. } => "token",
         NewKind::Sentinel(_) => "client_secret",
         NewKind::Elastic(_) => "api_key",
     };
     check_secret(secret_field, &input.secret)?;
+    let mut splunk_username = None;
     let (kind, app, owner, settings) = match input.kind {
-        NewKind::Splunk { app, owner } => (SiemKind::Splunk, app, owner, None),
+        NewKind::Splunk {
+            app,
+            owner,
+            username,
+        } => {
+            splunk_username = username;
+            (SiemKind::Splunk, app, owner, None)
+        }
         NewKind::Sentinel(s) => (
             SiemKind::Sentinel,
             String::new(),
@@ -399,6 +421,7 @@ pub async fn create(
         updated_at: Set(now),
         hec_credential: Set(None),
         hec_key_version: Set(None),
+        splunk_username: Set(splunk_username),
     }
     .insert(&txn)
     .await?;
@@ -456,6 +479,17 @@ pub async fn update_credential(
     .await?;
     txn.commit().await?;
     Ok(row)
+}
+
+/// A Splunk username: 1-128 characters, no control characters.
+fn check_username(username: &str) -> ApiResult<()> {
+    if username.is_empty() || username.len() > 128 || username.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "username must be 1-128 characters without control characters",
+        ));
+    }
+    Ok(())
 }
 
 fn check_secret(field: &str, secret: &str) -> ApiResult<()> {
@@ -647,14 +681,28 @@ pub async fn target_for_job(
     );
     let stored = |what: &str| anyhow::anyhow!("connection {} has unreadable {what} settings", c.id);
     let settings = match kind_of(c) {
-        Some(SiemKind::Splunk) => SiemSettings::Splunk(SplunkSettings {
-            base_url: c.base_url.clone(),
-            app: c.app.clone(),
-            owner: c.owner.clone(),
-            token: secret,
-            login: None,
-            hec: splunk_hec(&key, c)?,
-        }),
+        // With a username the sealed secret is its password and the agent
+        // logs in for a session key; the token field is then unused (empty).
+        Some(SiemKind::Splunk) => {
+            let (token, login) = match &c.splunk_username {
+                Some(username) => (
+                    Credential::new(String::new()),
+                    Some(picket_proto::SplunkLogin {
+                        username: username.clone(),
+                        password: secret,
+                    }),
+                ),
+                None => (secret, None),
+            };
+            SiemSettings::Splunk(SplunkSettings {
+                base_url: c.base_url.clone(),
+                app: c.app.clone(),
+                owner: c.owner.clone(),
+                token,
+                login,
+                hec: splunk_hec(&key, c)?,
+            })
+        }
         Some(SiemKind::Sentinel) => {
             let s: SentinelStored = c
                 .settings

@@ -13,6 +13,7 @@
 //! - [`rules`]: rules and their immutable versions.
 //! - [`deployments`]: requests, approvals (separation of duties) and dispatch.
 //! - [`drift`]: scheduled drift checks, their results and resolutions.
+//! - [`rule_health`]: scheduled per-rule health checks and their bounded history.
 //! - [`jobs`]: the durable job outbox.
 //! - [`health`]: the batched health writer.
 //! - [`scope`]: [`scope::TenantScope`], the tenant-bound query handle.
@@ -36,6 +37,7 @@ pub mod invitations;
 pub mod jobs;
 pub mod key_rotation;
 pub mod rotation;
+pub mod rule_health;
 pub mod rules;
 pub mod scope;
 pub mod sessions;

@@ -44,6 +44,8 @@ tenant_owned!(
     notification,
     rule,
     rule_deployment,
+    rule_health_check,
+    rule_health_sample,
     rule_version,
     rule_test_run,
     session,

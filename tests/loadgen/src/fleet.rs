@@ -315,6 +315,7 @@ async fn session(agent: &SimAgent, cfg: &FleetConfig, stats: &Stats) -> Option<u
                     content_hash: None,
                     items: None,
                     test_counts: None,
+                    rule_health: None,
                 });
                 if send(&mut ws, &result).await.is_err() {
                     break None;

@@ -20,6 +20,8 @@ pub mod job;
 pub mod notification;
 pub mod rule;
 pub mod rule_deployment;
+pub mod rule_health_check;
+pub mod rule_health_sample;
 pub mod rule_test_run;
 pub mod rule_version;
 pub mod server_key;

@@ -31,6 +31,10 @@ pub struct Model {
     pub hec_credential: Option<Vec<u8>>,
     /// Tenant key version `hec_credential` is sealed under.
     pub hec_key_version: Option<i32>,
+    /// Splunk: the user whose session key the agent gets from
+    /// `/services/auth/login`; `credential` then holds the password. NULL:
+    /// `credential` is a token (and for every other kind).
+    pub splunk_username: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,8 @@ mod m20261123_000008_rule_lifecycle;
 mod m20261123_000009_deployment_batches;
 mod m20261123_000010_console;
 mod m20261123_000011_scale;
+mod m20261124_000012_rule_health;
+mod m20261124_000013_splunk_login;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -31,6 +33,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000009_deployment_batches::Migration),
             Box::new(m20261123_000011_scale::Migration),
             Box::new(m20261123_000010_console::Migration),
+            Box::new(m20261124_000012_rule_health::Migration),
+            Box::new(m20261124_000013_splunk_login::Migration),
         ]
     }
 }

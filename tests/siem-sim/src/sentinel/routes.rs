@@ -602,7 +602,14 @@ async fn query(State(shared): Sim, headers: HeaderMap, body: Bytes) -> Response 
         return la_error(&shared, "MissingQuery", "The 'query' property is required.");
     };
     if text.contains("SentinelHealth") {
-        return health(&shared, text);
+        // The query API's `timespan` (ISO 8601 `start/end`) bounds
+        // `TimeGenerated`; without it the query's own filters apply (none here).
+        let span = value
+            .get("timespan")
+            .and_then(Value::as_str)
+            .and_then(|t| t.split_once('/'))
+            .and_then(|(a, b)| Some((common::parse_rfc3339(a)?, common::parse_rfc3339(b)?)));
+        return health(&shared, text, span);
     }
     match count(&shared, text) {
         Some(n) => axum::Json(table(&[("Count", "long")], vec![json!(n)])).into_response(),
@@ -661,7 +668,7 @@ fn count(shared: &Shared, text: &str) -> Option<u64> {
 }
 
 /// The `SentinelHealth` summary for the rule named in `endswith "/alertRules/NAME"`.
-fn health(shared: &Shared, text: &str) -> Response {
+fn health(shared: &Shared, text: &str, span: Option<(i64, i64)>) -> Response {
     let marker = "endswith \"/alertRules/";
     let Some(name) = text
         .find(marker)
@@ -675,8 +682,10 @@ fn health(shared: &Shared, text: &str) -> Response {
         );
     };
     let runs = shared.lock().runs.get(name).cloned().unwrap_or_default();
-    let since = common::now() - 24 * 3600;
-    let runs: Vec<_> = runs.into_iter().filter(|r| r.at >= since).collect();
+    let runs: Vec<_> = runs
+        .into_iter()
+        .filter(|r| span.is_none_or(|(a, b)| r.at >= a && r.at <= b))
+        .collect();
     let n = |s: RunStatus| runs.iter().filter(|r| r.status == s).count();
     let alerts: u64 = runs.iter().map(|r| r.alerts).sum();
     let results: u64 = runs.iter().map(|r| r.results).sum();

@@ -165,7 +165,15 @@ pub(crate) async fn jobs(State(shared): State<Arc<Shared>>, uri: Uri, body: Byte
         else {
             return unparsable(true);
         };
-        return scheduler(&shared, &name);
+        // The search's own time bounds, as Splunk applies them to `_time`;
+        // without them, Splunk's default for a oneshot (all time) applies.
+        let bound = |key: &str| {
+            conditions
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.parse::<i64>().ok())
+        };
+        return scheduler(&shared, &name, bound("earliest"), bound("latest"));
     }
     let mut counted = false;
     for segment in rest {
@@ -206,11 +214,14 @@ pub(crate) async fn jobs(State(shared): State<Arc<Shared>>, uri: Uri, body: Byte
     results(&["count"], json!({"count": n.to_string()}))
 }
 
-/// The scheduler summary for `name` over the last 24 h.
-fn scheduler(shared: &Shared, name: &str) -> Response {
+/// The scheduler summary for `name` over the runs between `earliest` and
+/// `latest` (inclusive, unix seconds; a missing bound is open).
+fn scheduler(shared: &Shared, name: &str, earliest: Option<i64>, latest: Option<i64>) -> Response {
     let runs = shared.lock().runs.get(name).cloned().unwrap_or_default();
-    let since = common::now() - 24 * 3600;
-    let runs: Vec<_> = runs.into_iter().filter(|r| r.at >= since).collect();
+    let runs: Vec<_> = runs
+        .into_iter()
+        .filter(|r| earliest.is_none_or(|a| r.at >= a) && latest.is_none_or(|b| r.at <= b))
+        .collect();
     let n = |s: RunStatus| runs.iter().filter(|r| r.status == s).count().to_string();
     let last = runs.iter().max_by_key(|r| r.at);
     let results_sum: u64 = runs
