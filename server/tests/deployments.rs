@@ -263,3 +263,88 @@ async fn rollback_and_drift_need_something_deployed() {
     let a = t.s.get("/v1/drift", &t.requester).await;
     assert_eq!(a.body, json!([]));
 }
+
+/// Separation of duties holds for every decision, not only approve: the
+/// requester and the authors of the included versions can neither reject
+/// nor send back the request (403, audited as denied, nothing recorded);
+/// the requester withdraws it instead.
+#[tokio::test]
+async fn requester_and_authors_cannot_reject_or_request_changes_and_the_requester_withdraws() {
+    let t = tenant().await;
+    // A rule written by someone other than the requester.
+    let (_, author) = t.s.user(&t.admin, "alex@acme.test", "user", false).await;
+    let theirs = t.s.rule(&author, "Alex's rule").await;
+    let body = json!({ "connection_id": t.connection, "message": "two rules", "items": [
+        { "rule_id": t.rule, "version": 1 }, { "rule_id": theirs, "version": 1 }
+    ] });
+    let a = t.request(body.clone()).await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let d = a.body["id"].as_str().unwrap().to_owned();
+    let path = |verb: &str| format!("/v1/deployments/{d}/{verb}");
+
+    for (who, token) in [("requester", &t.requester), ("author", &author)] {
+        for verb in ["approve", "reject", "request-changes"] {
+            let a =
+                t.s.post(&path(verb), Some(token), json!({ "comment": "mine" }))
+                    .await;
+            assert_eq!(a.status, 403, "{who} {verb}: {}", a.text);
+            assert_eq!(a.body["error"]["code"], "forbidden", "{who} {verb}");
+        }
+    }
+    let denied = t
+        .s
+        .scalar(
+            "SELECT action FROM audit_events WHERE outcome = 'denied' AND action LIKE 'deployment.%' ORDER BY action",
+        )
+        .await;
+    assert_eq!(
+        denied,
+        [
+            "deployment.approve",
+            "deployment.approve",
+            "deployment.reject",
+            "deployment.reject",
+            "deployment.request_changes",
+            "deployment.request_changes"
+        ]
+    );
+    let a = t.s.get(&format!("/v1/deployments/{d}"), &t.approver).await;
+    assert_eq!(a.body["status"], "pending_approval", "{}", a.text);
+    assert_eq!(a.body["approvals"].as_array().unwrap().len(), 0, "{}", a.text);
+
+    // Only the requester withdraws; a reviewer cannot.
+    let a = t.s.post(&path("withdraw"), Some(&t.approver), json!({})).await;
+    assert_eq!(a.status, 403, "{}", a.text);
+    let a =
+        t.s.post(
+            &path("withdraw"),
+            Some(&t.requester),
+            json!({ "comment": "superseded" }),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["status"], "withdrawn");
+    // Withdrawn is final: no decision, no change, no second withdrawal.
+    let a =
+        t.s.post(&path("approve"), Some(&t.approver), json!({}))
+            .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "not_pending");
+    let a = t.s.post(&path("withdraw"), Some(&t.requester), json!({})).await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    let a =
+        t.s.send(
+            "PUT",
+            &format!("/v1/deployments/{d}"),
+            Some(&t.requester),
+            Some(body),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    let withdrawn = t
+        .s
+        .scalar("SELECT outcome FROM audit_events WHERE action = 'deployment.withdraw' ORDER BY idx")
+        .await;
+    assert_eq!(withdrawn, ["denied", "success"]);
+}

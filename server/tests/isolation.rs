@@ -121,6 +121,7 @@ const MATRIX: &[(&str, &str, Need)] = &[
     ("GET", "/v1/drift", Need::View),
     ("POST", "/v1/rules/{id}/drift/resolve", Need::Request),
     ("POST", "/v1/connections/{id}/drift-check", Need::Request),
+    ("POST", "/v1/deployments/{id}/withdraw", Need::Request),
 ];
 
 /// Routes served outside the JSON API document, and why.

@@ -33,6 +33,7 @@ pub(crate) fn router() -> Router<AppState> {
             post(request_changes),
         )
         .route("/v1/deployments/{id}/sign-off", post(sign_off))
+        .route("/v1/deployments/{id}/withdraw", post(withdraw))
         .route("/v1/breakglass-reviews", get(list_reviews))
         .route("/v1/notifications", get(list_notifications))
         .route("/v1/approval-policy", get(show_policy).put(set_policy))
@@ -290,7 +291,7 @@ pub struct DeploymentView {
     pub requested_by: Uuid,
     /// SHA-256 of exactly what will be applied.
     pub digest: String,
-    /// `pending_approval`, `changes_requested`, `rejected`, `queued`,
+    /// `pending_approval`, `changes_requested`, `rejected`, `withdrawn`, `queued`,
     /// `delivered`, `succeeded`, `failed`, `refused` or `expired`.
     pub status: String,
     /// Error class when failed or refused (the failing item's).
@@ -459,9 +460,10 @@ pub async fn approve(
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 
-/// Rejects a deployment for good (comment required).
+/// Rejects a deployment for good (comment required). The requester and the
+/// authors of its versions get 403, as for approve.
 #[utoipa::path(post, path = "/v1/deployments/{id}/reject", params(("id" = Uuid, Path)), request_body = DecisionRequest,
-    responses((status = 200, body = DeploymentView), (status = 400), (status = 404), (status = 409)))]
+    responses((status = 200, body = DeploymentView), (status = 400), (status = 403, description = "requester, author, or role without approval"), (status = 404), (status = 409)))]
 pub async fn reject(
     State(state): State<AppState>,
     user: Auth<perm::Approve>,
@@ -481,9 +483,10 @@ pub async fn reject(
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 
-/// Sends a deployment back to its requester (comment required).
+/// Sends a deployment back to its requester (comment required). The
+/// requester and the authors of its versions get 403, as for approve.
 #[utoipa::path(post, path = "/v1/deployments/{id}/request-changes", params(("id" = Uuid, Path)), request_body = DecisionRequest,
-    responses((status = 200, body = DeploymentView), (status = 400), (status = 404), (status = 409)))]
+    responses((status = 200, body = DeploymentView), (status = 400), (status = 403, description = "requester, author, or role without approval"), (status = 404), (status = 409)))]
 pub async fn request_changes(
     State(state): State<AppState>,
     user: Auth<perm::Approve>,
@@ -500,6 +503,28 @@ pub async fn request_changes(
         None,
     )
     .await?;
+    Ok(Json(full_view(&state, user.tenant_id, d).await?))
+}
+
+/// A withdrawal by the requester.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawRequest {
+    /// Why (optional).
+    pub comment: Option<String>,
+}
+
+/// Withdraws a request awaiting a decision; its requester only (who may
+/// not reject it: reviewers decide, requesters withdraw).
+#[utoipa::path(post, path = "/v1/deployments/{id}/withdraw", params(("id" = Uuid, Path)), request_body = WithdrawRequest,
+    responses((status = 200, body = DeploymentView), (status = 403, description = "not the requester"), (status = 404), (status = 409)))]
+pub async fn withdraw(
+    State(state): State<AppState>,
+    user: Auth<perm::RequestDeployment>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJsonOrEmpty(req): ApiJsonOrEmpty<WithdrawRequest>,
+) -> ApiResult<Json<DeploymentView>> {
+    let d = deployments::withdraw(&state.db, &user, id, req.comment).await?;
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 

@@ -15,7 +15,8 @@
 //! pending_approval ─approve (enough)→ queued → delivered → succeeded | failed | refused | expired
 //!        │   ↑ update                   ↑
 //!        │   └── changes_requested      └── dry runs and breakglass start here
-//!        └─reject→ rejected
+//!        ├─reject→ rejected
+//!        └─withdraw (requester)→ withdrawn
 //! ```
 //!
 //! Items: `queued` → `sent` (the agent acknowledged the job) → `applied` /
@@ -424,9 +425,13 @@ pub async fn update(
     Ok(d)
 }
 
-/// The one place that decides whether `user` may approve `d`: never its
-/// requester, never the author of any version it includes. Returns the
-/// reason when not.
+/// The one place that decides whether `user` may decide on `d` at all
+/// (approve, reject or request changes): never its requester, never the
+/// author of any version it includes. Reject and request-changes are gated
+/// like approve: a requester who could reject their own request could also
+/// pick which reviewer's "changes requested" stands, and an author could
+/// bury a colleague's fix. A requester who no longer wants the change
+/// withdraws it instead ([`withdraw`]). Returns the reason when not.
 ///
 /// # Errors
 /// On storage failure.
@@ -436,7 +441,9 @@ pub async fn may_approve(
     d: &deployment::Model,
 ) -> ApiResult<Result<(), &'static str>> {
     if d.requested_by == user.id {
-        return Ok(Err("the requester of a deployment cannot approve it"));
+        return Ok(Err(
+            "the requester of a deployment cannot approve, reject or request changes on it (withdraw it instead)",
+        ));
     }
     let items = items(conn, user.tenant_id, d.id).await?;
     for it in items {
@@ -446,7 +453,7 @@ pub async fn may_approve(
             .await?;
         if v.author_id == user.id {
             return Ok(Err(
-                "the author of a rule version in this deployment cannot approve it",
+                "the author of a rule version in this deployment cannot approve, reject or request changes on it",
             ));
         }
     }
@@ -457,16 +464,71 @@ async fn deny(
     db: &DatabaseConnection,
     user: &CurrentUser,
     d: &deployment::Model,
+    decision: Decision,
     reason: &str,
 ) -> ApiResult<ApiError> {
     audit::record(
         db,
-        user.event("deployment.approve", "deployment", d.id)
+        user.event(decision.audit_action(), "deployment", d.id)
             .outcome(Outcome::Denied)
             .details(serde_json::json!({ "reason": reason })),
     )
     .await?;
     Ok(ApiError::Forbidden(reason.to_owned()))
+}
+
+/// Withdraws a request awaiting a decision (or sent back with changes
+/// requested); only its requester may. Final, like a rejection, but it is
+/// the requester's own act, so no reviewer decision is recorded.
+///
+/// # Errors
+/// 404 outside the tenant; 403 for anyone but the requester (audited as
+/// denied); 409 `not_pending` once dispatched or decided; 400 for a comment
+/// over the size limit.
+pub async fn withdraw(
+    db: &DatabaseConnection,
+    user: &CurrentUser,
+    id: Uuid,
+    comment: Option<String>,
+) -> ApiResult<deployment::Model> {
+    if let Some(c) = &comment {
+        validate::optional_text("comment", c, MAX_TEXT)?;
+    }
+    let txn = db.begin().await?;
+    let d = user
+        .scope()
+        .get::<deployment::Entity>(&txn, id, "deployment")
+        .await?;
+    if d.requested_by != user.id {
+        drop(txn);
+        let reason = "only the requester can withdraw a deployment request";
+        audit::record(
+            db,
+            user.event("deployment.withdraw", "deployment", id)
+                .outcome(Outcome::Denied)
+                .details(serde_json::json!({ "reason": reason })),
+        )
+        .await?;
+        return Err(ApiError::Forbidden(reason.into()));
+    }
+    if !matches!(d.status.as_str(), "pending_approval" | "changes_requested") {
+        return Err(ApiError::conflict(
+            "not_pending",
+            format!("deployment is {}; it can no longer be withdrawn", d.status),
+        ));
+    }
+    audit::record(
+        &txn,
+        user.event("deployment.withdraw", "deployment", d.id)
+            .details(serde_json::json!({ "digest": d.digest, "comment": comment })),
+    )
+    .await?;
+    let mut am: deployment::ActiveModel = d.into();
+    am.status = Set("withdrawn".into());
+    am.updated_at = Set(unix_now());
+    let d = am.update(&txn).await?;
+    txn.commit().await?;
+    Ok(d)
 }
 
 /// A reviewer's decision.
@@ -488,6 +550,14 @@ impl Decision {
             Decision::RequestChanges => "request_changes",
         }
     }
+
+    fn audit_action(self) -> &'static str {
+        match self {
+            Decision::Approve => "deployment.approve",
+            Decision::Reject => "deployment.reject",
+            Decision::RequestChanges => "deployment.request_changes",
+        }
+    }
 }
 
 /// Records a decision on a request awaiting approval. `seen_digest`, when
@@ -496,7 +566,8 @@ impl Decision {
 /// tenant's minimum dispatches the batch and wakes the agent.
 ///
 /// # Errors
-/// 403 for the requester or an author approving (audited as denied); 404
+/// 403 for the requester or an author, whatever the decision (audited as
+/// denied); 404
 /// outside the tenant; 409 `digest_changed` when the request changed since
 /// the reviewer saw it, `not_pending` when it awaits no decision,
 /// `already_decided` for a second decision on the same digest; 400 when a
@@ -522,10 +593,8 @@ pub async fn decide(
         }
         None => {}
     }
-    if decision == Decision::Approve
-        && let Err(reason) = may_approve(db, user, &d).await?
-    {
-        return Err(deny(db, user, &d, reason).await?);
+    if let Err(reason) = may_approve(db, user, &d).await? {
+        return Err(deny(db, user, &d, decision, reason).await?);
     }
     let txn = db.begin().await?;
     // Re-read inside the transaction: the state may have moved since.
@@ -586,14 +655,9 @@ pub async fn decide(
             "you have already decided on this version of the request",
         )
     })?;
-    let action = match decision {
-        Decision::Approve => "deployment.approve",
-        Decision::Reject => "deployment.reject",
-        Decision::RequestChanges => "deployment.request_changes",
-    };
     audit::record(
         &txn,
-        user.event(action, "deployment", d.id)
+        user.event(decision.audit_action(), "deployment", d.id)
             .details(serde_json::json!({ "digest": d.digest, "comment": comment })),
     )
     .await?;
