@@ -614,11 +614,32 @@ pub async fn list_notifications(
 }
 
 /// The tenant's approval policy.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize, ToSchema)]
 pub struct ApprovalPolicy {
     /// Distinct approvers a deployment needs (1 to 10, default 1).
     pub min_approvers: i32,
+    /// A rule version with no test cases cannot be approved for deployment
+    /// (an Admin may override with a reason). Default `false`.
+    pub require_tests: bool,
+}
+
+/// A change to the approval policy: the fields given change, the others stay.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPolicyUpdate {
+    /// Distinct approvers a deployment needs (1 to 10).
+    pub min_approvers: Option<i32>,
+    /// Require test cases on every version deployed.
+    pub require_tests: Option<bool>,
+}
+
+impl From<crate::db::entity::tenant::Model> for ApprovalPolicy {
+    fn from(t: crate::db::entity::tenant::Model) -> Self {
+        ApprovalPolicy {
+            min_approvers: t.min_approvers.max(1),
+            require_tests: t.require_tests,
+        }
+    }
 }
 
 /// The tenant's approval policy.
@@ -627,22 +648,26 @@ pub async fn show_policy(
     State(state): State<AppState>,
     user: Auth<perm::View>,
 ) -> ApiResult<Json<ApprovalPolicy>> {
-    Ok(Json(ApprovalPolicy {
-        min_approvers: deployments::min_approvers(&state.db, user.tenant_id).await?,
-    }))
+    Ok(Json(
+        deployments::approval_policy(&state.db, user.tenant_id)
+            .await?
+            .into(),
+    ))
 }
 
-/// Sets the tenant's approval policy (audited).
-#[utoipa::path(put, path = "/v1/approval-policy", request_body = ApprovalPolicy,
+/// Sets the tenant's approval policy, the fields given (each change audited).
+#[utoipa::path(put, path = "/v1/approval-policy", request_body = ApprovalPolicyUpdate,
     responses((status = 200, body = ApprovalPolicy), (status = 400)))]
 pub async fn set_policy(
     State(state): State<AppState>,
     user: Auth<perm::Administer>,
-    ApiJson(req): ApiJson<ApprovalPolicy>,
+    ApiJson(req): ApiJson<ApprovalPolicyUpdate>,
 ) -> ApiResult<Json<ApprovalPolicy>> {
-    Ok(Json(ApprovalPolicy {
-        min_approvers: deployments::set_min_approvers(&state.db, &user, req.min_approvers).await?,
-    }))
+    Ok(Json(
+        deployments::set_approval_policy(&state.db, &user, req.min_approvers, req.require_tests)
+            .await?
+            .into(),
+    ))
 }
 
 /// A rule as deployed on a connection, with its drift state.

@@ -622,17 +622,22 @@ pub async fn decide(
     // Rule test gate: every included version's tests must have passed on
     // this connection, unless an Admin overrides with a reason.
     if decision == Decision::Approve {
-        let versions: Vec<Uuid> = items(&txn, user.tenant_id, d.id)
+        let versions: Vec<(Uuid, bool)> = items(&txn, user.tenant_id, d.id)
             .await?
             .iter()
-            .map(|i| i.rule_version_id)
+            .map(|i| (i.rule_version_id, i.action == Action::Deploy.as_str()))
             .collect();
+        let require_tests = tenant::Entity::find_by_id(user.tenant_id)
+            .one(&txn)
+            .await?
+            .is_some_and(|t| t.require_tests);
         rules::enforce_tests_gate(
             &txn,
             user,
             d.id,
             d.connection_id,
             &versions,
+            require_tests,
             test_override.as_deref(),
         )
         .await?;
@@ -1147,7 +1152,27 @@ pub async fn set_min_approvers(
     user: &CurrentUser,
     n: i32,
 ) -> ApiResult<i32> {
-    if !(1..=10).contains(&n) {
+    Ok(set_approval_policy(db, user, Some(n), None)
+        .await?
+        .min_approvers)
+}
+
+/// Changes the tenant's approval policy, the fields given only, in one
+/// transaction: `min_approvers` (1 to 10, audited `tenant.min_approvers`)
+/// and `require_tests` (audited `tenant.require_tests`). Nothing is written
+/// (or audited) when a value is unchanged. Returns the tenant as it now is.
+///
+/// # Errors
+/// 400 `invalid_min_approvers` outside 1..=10 (nothing changes).
+pub async fn set_approval_policy(
+    db: &DatabaseConnection,
+    user: &CurrentUser,
+    min_approvers: Option<i32>,
+    require_tests: Option<bool>,
+) -> ApiResult<tenant::Model> {
+    if let Some(n) = min_approvers
+        && !(1..=10).contains(&n)
+    {
         return Err(ApiError::bad_request(
             "invalid_min_approvers",
             "min_approvers must be between 1 and 10",
@@ -1158,18 +1183,47 @@ pub async fn set_min_approvers(
         .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("tenant"))?;
-    let old = t.min_approvers;
-    let mut am: tenant::ActiveModel = t.into();
-    am.min_approvers = Set(n);
-    am.update(&txn).await?;
-    audit::record(
-        &txn,
-        user.event("tenant.min_approvers", "tenant", user.tenant_id)
-            .details(serde_json::json!({ "old": old, "new": n })),
-    )
-    .await?;
+    let (old_min, old_req) = (t.min_approvers, t.require_tests);
+    let mut am: tenant::ActiveModel = t.clone().into();
+    let mut changed = false;
+    if let Some(n) = min_approvers
+        && n != old_min
+    {
+        am.min_approvers = Set(n);
+        changed = true;
+        audit::record(
+            &txn,
+            user.event("tenant.min_approvers", "tenant", user.tenant_id)
+                .details(serde_json::json!({ "old": old_min, "new": n })),
+        )
+        .await?;
+    }
+    if let Some(r) = require_tests
+        && r != old_req
+    {
+        am.require_tests = Set(r);
+        changed = true;
+        audit::record(
+            &txn,
+            user.event("tenant.require_tests", "tenant", user.tenant_id)
+                .details(serde_json::json!({ "old": old_req, "new": r })),
+        )
+        .await?;
+    }
+    let t = if changed { am.update(&txn).await? } else { t };
     txn.commit().await?;
-    Ok(n)
+    Ok(t)
+}
+
+/// The tenant (for its approval policy).
+///
+/// # Errors
+/// On storage failure.
+pub async fn approval_policy(db: &DatabaseConnection, tenant_id: Uuid) -> ApiResult<tenant::Model> {
+    tenant::Entity::find_by_id(tenant_id)
+        .one(db)
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))
 }
 
 /// The tenant's minimum number of distinct approvers.

@@ -570,7 +570,8 @@ pub struct GateItem {
     /// The version number.
     pub version: i32,
     /// `tests_missing` (never run against this connection), `tests_running`,
-    /// `tests_failed` or `tests_error`.
+    /// `tests_failed`, `tests_error` or `no_tests` (none, and the tenant
+    /// requires them).
     pub reason: &'static str,
 }
 
@@ -585,6 +586,7 @@ impl GateFailure {
                     "tests_missing" => "its tests have not been run on this connection",
                     "tests_running" => "its test run has not finished",
                     "tests_failed" => "its latest test run failed",
+                    "no_tests" => "it has no test cases and this tenant requires tests",
                     _ => "its latest test run could not complete",
                 };
                 format!("rule {} v{}: {why}", b.rule_id, b.version)
@@ -605,8 +607,10 @@ impl From<GateFailure> for ApiError {
 
 /// The test gate of deployment approvals: every included version that has
 /// test cases must have a latest test run on `connection_id` that passed.
-/// Versions without test cases pass (there is nothing to run; the approver
-/// sees `tests: []` on the version).
+/// A version without test cases passes (there is nothing to run; the
+/// approver sees `tests: []` on the version) unless `require_tests` (the
+/// tenant's setting) is on and the item puts the version's query on the
+/// SIEM (`deploys`: deploy, rollback, redeploy; not disable/enable/delete).
 ///
 /// # Errors
 /// [`GateFailure`] listing each version that blocks; storage failures as
@@ -615,15 +619,23 @@ pub async fn tests_gate(
     txn: &impl ConnectionTrait,
     tenant_id: Uuid,
     connection_id: Uuid,
-    rule_version_ids: &[Uuid],
+    versions: &[(Uuid, bool)],
+    require_tests: bool,
 ) -> Result<Result<(), GateFailure>, ApiError> {
     let scope = TenantScope::new(tenant_id);
     let mut blocked = Vec::new();
-    for id in rule_version_ids {
+    for (id, deploys) in versions {
         let v = scope
             .get::<rule_version::Entity>(txn, *id, "rule version")
             .await?;
         if version_tests(&v).is_empty() {
+            if require_tests && *deploys {
+                blocked.push(GateItem {
+                    rule_id: v.rule_id,
+                    version: v.version,
+                    reason: "no_tests",
+                });
+            }
             continue;
         }
         let latest = scope
@@ -667,10 +679,18 @@ pub async fn enforce_tests_gate(
     user: &CurrentUser,
     deployment_id: Uuid,
     connection_id: Uuid,
-    rule_version_ids: &[Uuid],
+    versions: &[(Uuid, bool)],
+    require_tests: bool,
     override_reason: Option<&str>,
 ) -> ApiResult<()> {
-    let Err(failure) = tests_gate(txn, user.tenant_id, connection_id, rule_version_ids).await?
+    let Err(failure) = tests_gate(
+        txn,
+        user.tenant_id,
+        connection_id,
+        versions,
+        require_tests,
+    )
+    .await?
     else {
         return Ok(());
     };

@@ -13,6 +13,7 @@ mod m20261123_000008_rule_lifecycle;
 mod m20261123_000009_deployment_batches;
 mod m20261123_000010_console;
 mod m20261123_000011_scale;
+mod m20261124_000014_require_tests;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000009_deployment_batches::Migration),
             Box::new(m20261123_000011_scale::Migration),
             Box::new(m20261123_000010_console::Migration),
+            Box::new(m20261124_000014_require_tests::Migration),
         ]
     }
 }
