@@ -343,3 +343,43 @@ async fn health_comes_from_the_last_execution() {
     assert_eq!(h.gap_ms, Some(60_000));
     assert_eq!((h.results_total, h.alerts_fired), (None, None));
 }
+
+/// Monitoring mode: an enabled building-block rule without actions, tagged
+/// `picket-monitoring`; its hash differs from the active one and equals
+/// what a read-back finds; promotion (an active deploy, a full replace)
+/// clears all of it.
+#[tokio::test]
+async fn monitoring_mode_is_a_building_block_rule_without_actions_until_promoted() {
+    let sim = start_sim().await;
+    let c = connector(&sim.base_url());
+    let id = Uuid::now_v7();
+    let name = managed_rule_name(&id);
+    let r = rule(id, "event.code:4625 and user.name:alice");
+
+    let monitored = c.deploy_mode(&r, true).await.expect("deploy monitored");
+    let stored = sim.rule(&name).expect("created");
+    assert!(stored.enabled(), "it still runs");
+    assert_eq!(stored.body["building_block_type"], "default");
+    assert_eq!(stored.body["actions"], json!([]));
+    assert_eq!(stored.body["tags"], json!(["picket", "picket-monitoring"]));
+    assert_eq!(c.content_hash(&id).await, Ok(monitored));
+    assert_eq!(c.expected_hash(&r, true), Ok(monitored));
+    let active = c.expected_hash(&r, false).unwrap();
+    assert_ne!(monitored, active, "the modes hash apart");
+
+    // Redeploying monitored is idempotent (update path after the 409).
+    assert_eq!(c.deploy_mode(&r, true).await, Ok(monitored));
+
+    // Promotion: the same version, active.
+    assert_eq!(c.deploy_mode(&r, false).await, Ok(active));
+    let stored = sim.rule(&name).unwrap();
+    assert!(stored.body.get("building_block_type").is_none());
+    assert_eq!(stored.body["tags"], json!(["picket"]));
+    assert_eq!(c.content_hash(&id).await, Ok(active));
+
+    // Someone turning the rule into a building block in Kibana: drift.
+    let mut edited = stored.body.clone();
+    edited["building_block_type"] = json!("default");
+    sim.insert_rule("default", edited);
+    assert_ne!(c.content_hash(&id).await, Ok(active));
+}

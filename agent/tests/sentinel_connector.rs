@@ -429,3 +429,62 @@ fn deployed_properties_follow_the_severity_mapping() {
     assert_eq!(sentinel::sentinel_severity(Severity::Critical), "High");
     assert_eq!(sentinel::sentinel_severity(Severity::Info), "Informational");
 }
+
+/// Monitoring mode: the rule runs with incident creation off; its hash
+/// differs from the active one (drift checks and dry runs tell the modes
+/// apart) and equals what a read-back finds; promotion (an active deploy)
+/// turns incidents back on; someone switching incidents on in the portal is
+/// drift.
+#[tokio::test]
+async fn monitoring_mode_turns_incident_creation_off_and_promotion_back_on() {
+    let sim = start_sim(50).await;
+    let c = connector(&sim.base_url());
+    let id = Uuid::now_v7();
+    let name = managed_rule_name(&id);
+    let r = rule(id, 1);
+
+    let monitored = c.deploy_mode(&r, true).await.expect("deploy monitored");
+    let stored = sim.rule(&name).expect("created");
+    assert_eq!(stored.properties["enabled"], true, "it still runs");
+    assert_eq!(
+        stored.properties["incidentConfiguration"]["createIncident"],
+        false
+    );
+    assert_eq!(c.content_hash(&id).await, Ok(monitored));
+    assert_eq!(c.expected_hash(&r, true), Ok(monitored));
+    let active = c.expected_hash(&r, false).unwrap();
+    assert_ne!(monitored, active, "the modes hash apart");
+
+    // Disabling keeps the mode (the rule is read back and re-sent).
+    c.set_enabled(&id, false).await.expect("disable");
+    assert_eq!(
+        sim.rule(&name).unwrap().properties["incidentConfiguration"]["createIncident"],
+        false
+    );
+    c.set_enabled(&id, true).await.expect("enable");
+    assert_eq!(c.content_hash(&id).await, Ok(monitored));
+
+    // Incidents switched on behind Picket's back: drift.
+    let mut changed = sim.rule(&name).unwrap().properties;
+    changed["incidentConfiguration"]["createIncident"] = json!(true);
+    sim.insert_rule(&name, "Scheduled", changed);
+    assert_eq!(c.content_hash(&id).await, Ok(active));
+    assert_ne!(c.content_hash(&id).await, Ok(monitored));
+
+    // Promotion: the same version, active.
+    c.deploy_mode(&r, true).await.expect("back to monitoring");
+    assert_eq!(c.deploy_mode(&r, false).await, Ok(active));
+    let stored = sim.rule(&name).unwrap();
+    assert_eq!(
+        stored.properties["incidentConfiguration"]["createIncident"],
+        true
+    );
+    assert_eq!(c.content_hash(&id).await, Ok(active));
+    // An active rule hashes as before monitoring mode existed: the managed
+    // properties only, so rules deployed by earlier agents show no drift.
+    let picked = picket_agent::siem::canonical::pick(
+        &stored.properties,
+        &sentinel::MANAGED_PROPERTIES,
+    );
+    assert_eq!(active, picket_agent::siem::canonical::hash(&picked));
+}

@@ -28,6 +28,10 @@
 //! SHA-256 of the canonical JSON of the managed fields ([`MANAGED_FIELDS`]) as
 //! sent, or as read back.
 //!
+//! # Monitoring mode
+//! A building-block rule without actions, tagged `picket-monitoring`
+//! ([`deployed_rule_mode`]).
+//!
 //! # Count filter form
 //! A Lucene `query_string`, e.g. `event.code:4625 AND user.name:alice`,
 //! combined with a `term` on `labels.picket: picket_test` and a `range` on
@@ -62,8 +66,13 @@ const PER_PAGE: usize = 100;
 /// Most pages followed.
 const MAX_PAGES: usize = 200;
 
-/// The fields Picket sets and hashes.
-pub const MANAGED_FIELDS: [&str; 13] = [
+/// Tag added to rules deployed in monitoring mode (visible in Kibana's rule list).
+pub const MONITORING_TAG: &str = "picket-monitoring";
+
+/// The fields Picket sets and hashes (`building_block_type` only in
+/// monitoring mode: absent fields are left out of the hash, so active rules
+/// hash as before monitoring mode existed).
+pub const MANAGED_FIELDS: [&str; 14] = [
     "rule_id",
     "name",
     "description",
@@ -77,6 +86,7 @@ pub const MANAGED_FIELDS: [&str; 13] = [
     "to",
     "enabled",
     "tags",
+    "building_block_type",
 ];
 
 const SIEM: &str = "elastic";
@@ -124,6 +134,19 @@ fn duration(period: Period) -> String {
 /// # Errors
 /// [`ErrorClass::QueryInvalid`] when the schedule has no Kibana form.
 pub fn deployed_rule(rule: &RuleSpec) -> Result<Value, ErrorClass> {
+    deployed_rule_mode(rule, false)
+}
+
+/// [`deployed_rule`] in active or monitoring mode. Monitoring mode: enabled,
+/// no `actions` (no notification leaves Kibana), and a building-block rule
+/// (`building_block_type: default`), whose alerts Kibana writes but keeps
+/// out of the default Alerts view, so no analyst is paged; tagged
+/// [`MONITORING_TAG`]. A deploy is a full replace, so promoting the rule
+/// (an active deploy) clears all three.
+///
+/// # Errors
+/// [`ErrorClass::QueryInvalid`] when the schedule has no Kibana form.
+pub fn deployed_rule_mode(rule: &RuleSpec, monitoring: bool) -> Result<Value, ErrorClass> {
     let interval = super::cron_period(&rule.schedule.cron)?;
     let lookback = super::lookback_period(&rule.schedule.earliest)?;
     let (severity, risk_score) = elastic_severity(rule.severity);
@@ -136,7 +159,7 @@ pub fn deployed_rule(rule: &RuleSpec) -> Result<Value, ErrorClass> {
         "Managed by Picket (rule version {}); changes made in Kibana are overwritten.",
         rule.version
     ));
-    Ok(json!({
+    let mut body = json!({
         "rule_id": managed_rule_name(&rule.rule_id),
         "name": rule.title.trim(),
         "description": description,
@@ -150,7 +173,18 @@ pub fn deployed_rule(rule: &RuleSpec) -> Result<Value, ErrorClass> {
         "to": "now",
         "enabled": true,
         "tags": [MANAGED_TAG],
-    }))
+    });
+    if monitoring {
+        body["building_block_type"] = json!("default");
+        body["actions"] = json!([]);
+        body["tags"] = json!([MANAGED_TAG, MONITORING_TAG]);
+    }
+    Ok(body)
+}
+
+/// Whether a rule (as sent or read back) is in monitoring mode.
+pub fn is_monitoring(rule: &Value) -> bool {
+    rule.get("building_block_type").and_then(Value::as_str) == Some("default")
 }
 
 /// The hash of the managed fields in `rule`.
@@ -292,7 +326,19 @@ impl ElasticConnector {
     /// # Errors
     /// The failing call's class.
     pub async fn deploy(&self, rule: &RuleSpec) -> Result<[u8; 32], ErrorClass> {
-        let body = deployed_rule(rule)?;
+        self.deploy_mode(rule, false).await
+    }
+
+    /// [`Self::deploy`] in active or monitoring mode ([`deployed_rule_mode`]).
+    ///
+    /// # Errors
+    /// As [`Self::deploy`].
+    pub async fn deploy_mode(
+        &self,
+        rule: &RuleSpec,
+        monitoring: bool,
+    ) -> Result<[u8; 32], ErrorClass> {
+        let body = deployed_rule_mode(rule, monitoring)?;
         let url = self.rules_url(None)?;
         match self
             .call("create_rule", || {

@@ -374,9 +374,10 @@ impl Connector {
     }
 
     /// [`Self::deploy`] in active or monitoring mode. Monitoring mode (the
-    /// rule runs, raises no alert) is implemented for Splunk
-    /// (`alert.track=0`, no actions); Sentinel and Elastic answer
-    /// [`ErrorClass::Internal`] without any call.
+    /// rule runs, nobody is alerted): Splunk `alert.track=0` and no actions;
+    /// Sentinel `incidentConfiguration.createIncident=false`; Elastic a
+    /// building-block rule without actions. The content hash differs
+    /// between the modes, so drift checks and dry runs tell them apart.
     ///
     /// # Errors
     /// As [`Self::deploy`].
@@ -385,14 +386,7 @@ impl Connector {
         rule: &RuleSpec,
         monitoring: bool,
     ) -> Result<[u8; 32], ErrorClass> {
-        match self {
-            Connector::Splunk(c) => c.deploy_mode(rule, monitoring).await,
-            _ if monitoring => {
-                tracing::debug!("monitoring mode is not implemented for this SIEM kind");
-                Err(ErrorClass::Internal)
-            }
-            _ => self.deploy(rule).await,
-        }
+        dispatch!(self, c => c.deploy_mode(rule, monitoring).await)
     }
 
     /// The content hash a deploy of `rule` would leave on the SIEM, computed
@@ -400,17 +394,18 @@ impl Connector {
     ///
     /// # Errors
     /// [`ErrorClass::QueryInvalid`] for a schedule the SIEM cannot express;
-    /// [`ErrorClass::Internal`] as for [`Self::deploy_mode`].
+    /// [`ErrorClass::Internal`] for an unsupported SIEM kind.
     pub fn expected_hash(&self, rule: &RuleSpec, monitoring: bool) -> Result<[u8; 32], ErrorClass> {
         match self {
             Connector::Splunk(_) => Ok(splunk::content_hash(&splunk::deployed_fields_mode(
                 rule, monitoring,
             ))),
-            _ if monitoring => Err(ErrorClass::Internal),
-            Connector::Sentinel(_) => Ok(sentinel::content_hash(&sentinel::deployed_properties(
-                rule,
+            Connector::Sentinel(_) => Ok(sentinel::content_hash(
+                &sentinel::deployed_properties_mode(rule, monitoring)?,
+            )),
+            Connector::Elastic(_) => Ok(elastic::content_hash(&elastic::deployed_rule_mode(
+                rule, monitoring,
             )?)),
-            Connector::Elastic(_) => Ok(elastic::content_hash(&elastic::deployed_rule(rule)?)),
             Connector::Unsupported(_) => Err(ErrorClass::Internal),
         }
     }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use picket_e2e::api::Api;
 use picket_e2e::stack::{Stack, StackOpts};
 use picket_e2e::wait;
+use picket_siem_sim::elastic::ElasticSim;
+use picket_siem_sim::sentinel::SentinelSim;
 use serde_json::{Value, json};
 
 /// Generous bound for anything that waits on the agent (slow CI machines).
@@ -349,8 +351,17 @@ fn drifted(rows: &[Value]) -> Vec<Value> {
 /// Checks are stamped in whole seconds, so it first waits for a second later
 /// than any earlier check: a stale stamp can then never pass for a new one.
 async fn check_drift(s: &Stack) -> Vec<Value> {
-    let latest = tracked(s)
-        .await
+    check_drift_on(s, &s.connection_id).await
+}
+
+/// [`check_drift`] for the rules tracked on one connection.
+async fn check_drift_on(s: &Stack, conn: &str) -> Vec<Value> {
+    let on = |rows: Vec<Value>| -> Vec<Value> {
+        rows.into_iter()
+            .filter(|r| r["connection_id"] == conn)
+            .collect()
+    };
+    let latest = on(tracked(s).await)
         .iter()
         .filter_map(|r| r["checked_at"].as_str().map(str::to_owned))
         .max()
@@ -365,11 +376,11 @@ async fn check_drift(s: &Stack) -> Vec<Value> {
     })
     .await
     .unwrap();
-    let path = format!("/v1/connections/{}/drift-check", s.connection_id);
+    let path = format!("/v1/connections/{conn}/drift-check");
     let sent = s.requester.post_ok(&path, json!({})).await.unwrap();
     assert!(sent["job_id"].is_string(), "{sent}");
     wait::until("the drift check to finish", FINISH, || async {
-        let rows = tracked(s).await;
+        let rows = on(tracked(s).await);
         let done = rows
             .iter()
             .filter(|r| r["state"] == "deployed" || r["state"] == "drift_detected")
@@ -594,4 +605,153 @@ async fn dry_run_reports_changes_and_changes_nothing() {
         ["would_change", "would_create", "unchanged"]
     );
     assert_eq!(s.sim.saved_searches(), before, "a dry run changes nothing");
+}
+
+const SENTINEL_CLIENT: &str = "11111111-2222-3333-4444-555555555555";
+const SENTINEL_SECRET: &str = "entra-client-secret-0123";
+const ELASTIC_KEY: &str = "ZWxhc3RpYy1pZDplbGFzdGljLWtleQ==";
+
+/// Requests one item on `conn`, has it approved, waits for the end.
+async fn deploy_on(s: &Stack, conn: &str, item: Value) -> Value {
+    let d = s
+        .requester
+        .post_ok(
+            "/v1/deployments",
+            json!({ "connection_id": conn, "items": [item], "message": "mode change" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d["status"], "pending_approval", "{d}");
+    let id = d["id"].as_str().unwrap();
+    s.approve(id).await.unwrap();
+    s.wait_final(id, FINISH).await.unwrap()
+}
+
+/// Monitoring mode on Sentinel (incident creation off) and Elastic (a
+/// building-block rule without actions), each then promoted to active by
+/// its own approved request; a drift check between finds both in sync (the
+/// agent's hash is that of the mode deployed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitoring_mode_then_promotion_on_sentinel_and_elastic() {
+    let s = stack().await;
+    let sentinel = SentinelSim::builder()
+        .client(SENTINEL_CLIENT, SENTINEL_SECRET)
+        .start()
+        .await
+        .unwrap();
+    let elastic = ElasticSim::builder()
+        .api_key(ELASTIC_KEY)
+        .start()
+        .await
+        .unwrap();
+    let base = sentinel.base_url();
+    let sentinel_conn = s
+        .admin
+        .post_ok(
+            "/v1/connections",
+            json!({
+                "name": "prod-sentinel", "kind": "sentinel", "agent_id": s.agent.agent_id,
+                "base_url": base, "login_url": base, "log_analytics_url": base,
+                "subscription_id": "00000000-0000-0000-0000-000000000001",
+                "resource_group": "soc-rg", "workspace_name": "soc-ws",
+                "workspace_id": "00000000-0000-0000-0000-0000000000aa",
+                "tenant_id": "00000000-0000-0000-0000-0000000000bb",
+                "client_id": SENTINEL_CLIENT, "client_secret": SENTINEL_SECRET,
+            }),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let elastic_conn = s
+        .admin
+        .post_ok(
+            "/v1/connections",
+            json!({
+                "name": "prod-elastic", "kind": "elastic", "agent_id": s.agent.agent_id,
+                "base_url": elastic.base_url(), "elasticsearch_url": elastic.base_url(),
+                "api_key": ELASTIC_KEY,
+            }),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new_rule = |kind: &str, q: &str| {
+        json!({ "title": "Failed logons", "siem_kind": kind, "severity": "high", "query": q,
+                "cron": "*/5 * * * *", "earliest": "-10m", "latest": "now" })
+    };
+    let st_rule = s
+        .requester
+        .post_ok(
+            "/v1/rules",
+            new_rule("sentinel", "SecurityEvent | where EventID == 4625"),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let el_rule = s
+        .requester
+        .post_ok(
+            "/v1/rules",
+            new_rule("elastic", "event.code:4625 and user.name:alice"),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let incidents = || {
+        sentinel
+            .rule(&format!("picket-{st_rule}"))
+            .map(|r| r.properties["incidentConfiguration"]["createIncident"].clone())
+    };
+    let building_block = || {
+        elastic
+            .rule(&format!("picket-{el_rule}"))
+            .map(|r| r.body.get("building_block_type").cloned())
+    };
+
+    // Monitoring mode.
+    let done = deploy_on(
+        &s,
+        &sentinel_conn,
+        json!({ "rule_id": st_rule, "version": 1, "monitoring": true }),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["items"][0]["monitoring"], true);
+    assert_eq!(incidents(), Some(json!(false)));
+    let done = deploy_on(
+        &s,
+        &elastic_conn,
+        json!({ "rule_id": el_rule, "version": 1, "monitoring": true }),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(building_block(), Some(Some(json!("default"))));
+    assert!(elastic.rule(&format!("picket-{el_rule}")).unwrap().enabled());
+    for conn in [&sentinel_conn, &elastic_conn] {
+        let rows = check_drift_on(&s, conn).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0]["state"], "deployed", "monitored and in sync: {rows:?}");
+        assert_eq!(rows[0]["monitoring"], true, "{rows:?}");
+    }
+
+    // Promotion: the same version without monitoring, approved on its own.
+    let done = deploy_on(&s, &sentinel_conn, json!({ "rule_id": st_rule, "version": 1 })).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(incidents(), Some(json!(true)));
+    let done = deploy_on(&s, &elastic_conn, json!({ "rule_id": el_rule, "version": 1 })).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(building_block(), Some(None));
+    for conn in [&sentinel_conn, &elastic_conn] {
+        let rows = check_drift_on(&s, conn).await;
+        assert_eq!(rows[0]["state"], "deployed", "active and in sync: {rows:?}");
+        assert_eq!(rows[0]["monitoring"], false, "{rows:?}");
+    }
 }
