@@ -19,6 +19,12 @@
 //! `failed` with the failing item's class; no item stays applied unless its
 //! revert failed, which the outcome says.
 //!
+//! A drift check reads each rule's content hash; for a drifted rule it also
+//! reads the rule's content, normalized back to the rule model by the
+//! connector ([`Connector::read_rule`]), for at most
+//! [`MAX_REMOTE_RULES`] rules per check, so the server can offer "accept
+//! remote".
+//!
 //! Every SIEM call has its own deadline (the agent's `siem_timeout`) and is
 //! retried twice on a transient class, so a slow item cannot stop the batch
 //! before its reverts run.
@@ -28,7 +34,7 @@ use std::time::Duration;
 
 use picket_proto::{
     B64, Batch, BatchItem, BatchOp, DriftCheck, ErrorClass, ItemOutcome, ItemStatus,
-    MAX_BATCH_ITEMS,
+    MAX_BATCH_ITEMS, MAX_REMOTE_RULES,
 };
 
 use crate::siem::Connector;
@@ -144,6 +150,7 @@ fn outcome(item: &BatchItem, status: ItemStatus) -> ItemOutcome {
         status,
         error_class: None,
         content_hash: None,
+        remote: None,
     }
 }
 
@@ -275,23 +282,49 @@ pub async fn run_drift_check(
     }
     let mut outcomes = Vec::with_capacity(check.rules.len());
     let mut failure = None;
+    let mut remote_budget = MAX_REMOTE_RULES;
     for r in &check.rules {
         let base = ItemOutcome {
             rule_id: r.rule_id,
             status: ItemStatus::InSync,
             error_class: None,
             content_hash: None,
+            remote: None,
         };
         outcomes.push(match call(deadline, || c.content_hash(&r.rule_id)).await {
             Ok(h) if h == r.expected.0 => ItemOutcome {
                 content_hash: Some(B64(h)),
                 ..base
             },
-            Ok(h) => ItemOutcome {
-                status: ItemStatus::Drifted,
-                content_hash: Some(B64(h)),
-                ..base
-            },
+            Ok(h) => {
+                // The drifted rule's content, for "accept remote": best
+                // effort (a read or normalization failure leaves the hash
+                // alone to tell the drift) and within the result's budget.
+                let remote = if remote_budget > 0 {
+                    match call(deadline, || c.read_rule(&r.rule_id)).await {
+                        Ok(rule) if rule.within_bounds() => {
+                            remote_budget -= 1;
+                            Some(Box::new(rule))
+                        }
+                        Ok(_) => None,
+                        Err(class) => {
+                            tracing::debug!(
+                                error_class = class.as_str(),
+                                "cannot read a drifted rule's content"
+                            );
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                ItemOutcome {
+                    status: ItemStatus::Drifted,
+                    content_hash: Some(B64(h)),
+                    remote,
+                    ..base
+                }
+            }
             Err(ErrorClass::NotFound) => ItemOutcome {
                 status: ItemStatus::Missing,
                 ..base
@@ -455,7 +488,7 @@ mod tests {
             [ItemStatus::Applied, ItemStatus::Applied]
         );
         // The hash each item reports is what a drift check will find.
-        for (id, o) in [(a, outcomes[0]), (b, outcomes[1])] {
+        for (id, o) in [(a, &outcomes[0]), (b, &outcomes[1])] {
             assert_eq!(
                 o.content_hash.unwrap().0,
                 c.content_hash(&id).await.unwrap()

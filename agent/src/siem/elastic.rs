@@ -182,6 +182,51 @@ pub fn deployed_rule_mode(rule: &RuleSpec, monitoring: bool) -> Result<Value, Er
     Ok(body)
 }
 
+/// A detection rule normalized back to the rule model: `name` is the title,
+/// `description` without the "Managed by Picket" note, `severity` as is
+/// except `low` with a risk score of at most 10 → info (the score deploys
+/// give info), `interval` and `from` the native frequency and lookback; a
+/// building-block rule is monitoring mode.
+///
+/// # Errors
+/// [`ErrorClass::SiemError`] when the rule holds no query.
+pub fn remote_rule(rule: &Value) -> Result<picket_proto::RemoteRule, ErrorClass> {
+    let text = |key: &str| {
+        rule.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let query = text("query");
+    if query.is_empty() {
+        return Err(ErrorClass::SiemError);
+    }
+    let risk = rule.get("risk_score").and_then(Value::as_u64).unwrap_or(0);
+    let severity = match text("severity").as_str() {
+        "critical" => Severity::Critical,
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        _ if risk > 10 => Severity::Low,
+        _ => Severity::Info,
+    };
+    let non_empty = |v: String| (!v.is_empty()).then_some(v);
+    Ok(picket_proto::RemoteRule {
+        title: text("name").trim().to_owned(),
+        description: super::strip_managed_note(&text("description")),
+        severity,
+        query,
+        schedule: picket_proto::RemoteSchedule {
+            cron: None,
+            earliest: None,
+            latest: None,
+            frequency: non_empty(text("interval")),
+            lookback: non_empty(text("from")),
+        },
+        monitoring: is_monitoring(rule),
+        enabled: rule.get("enabled").and_then(Value::as_bool) != Some(false),
+    })
+}
+
 /// Whether a rule (as sent or read back) is in monitoring mode.
 pub fn is_monitoring(rule: &Value) -> bool {
     rule.get("building_block_type").and_then(Value::as_str) == Some("default")
@@ -406,6 +451,16 @@ impl ElasticConnector {
     pub async fn content_hash(&self, rule_id: &Uuid) -> Result<[u8; 32], ErrorClass> {
         let rule = self.read(rule_id).await?.ok_or(ErrorClass::NotFound)?;
         Ok(content_hash(&rule))
+    }
+
+    /// The rule normalized back to the rule model ([`remote_rule`]).
+    ///
+    /// # Errors
+    /// `not_found`, or the call's class; `siem_error` for a rule without a
+    /// query.
+    pub async fn read_rule(&self, rule_id: &Uuid) -> Result<picket_proto::RemoteRule, ErrorClass> {
+        let rule = self.read(rule_id).await?.ok_or(ErrorClass::NotFound)?;
+        remote_rule(&rule)
     }
 
     /// Ids of the rules tagged [`MANAGED_TAG`] whose `rule_id` is `picket-<uuid>`.

@@ -30,7 +30,9 @@
 //! [`Connector::set_enabled`], [`Connector::delete`],
 //! [`Connector::content_hash`] (drift: the hash of the rule as the SIEM holds
 //! it, in the same canonical form deploy returns), [`Connector::list_managed`]
-//! (only objects named `picket-<uuid>`), [`Connector::inject_test_events`]
+//! (only objects named `picket-<uuid>`), [`Connector::read_rule`] (a
+//! drifted rule's content normalized back to the rule model, for "accept
+//! remote"), [`Connector::inject_test_events`]
 //! (tagged `picket_test`), [`Connector::count_test_matches`] (bounded to test
 //! events and a time window) and [`Connector::rule_health`] (numbers only).
 //! Rules are named by [`managed_rule_name`](picket_proto::managed_rule_name),
@@ -108,6 +110,17 @@ pub(crate) fn rfc3339(secs: i64) -> Result<String, ErrorClass> {
                 .ok()
         })
         .ok_or(ErrorClass::MalformedJob)
+}
+
+/// `description` without the note deploys append ("Managed by Picket (rule
+/// version N); changes made in ... are overwritten."), trimmed: what the
+/// rule's author wrote.
+pub fn strip_managed_note(description: &str) -> String {
+    let text = description.trim_end();
+    match text.rfind("Managed by Picket (rule version ") {
+        Some(at) if text.ends_with("are overwritten.") => text[..at].trim().to_owned(),
+        _ => text.trim().to_owned(),
+    }
 }
 
 /// The field each injected test event carries with its run-and-case tag.
@@ -434,6 +447,17 @@ impl Connector {
     /// [`ErrorClass::NotFound`] when it does not exist, or the call's class.
     pub async fn content_hash(&self, rule_id: &Uuid) -> Result<[u8; 32], ErrorClass> {
         dispatch!(self, c => c.content_hash(rule_id).await)
+    }
+
+    /// The managed rule as the SIEM holds it, normalized back to the rule
+    /// model (rule text and schedule, never data): what "accept remote"
+    /// records as a new version. Each connector documents its mapping.
+    ///
+    /// # Errors
+    /// [`ErrorClass::NotFound`] when it does not exist, or the call's class;
+    /// [`ErrorClass::SiemError`] for an answer without the rule's fields.
+    pub async fn read_rule(&self, rule_id: &Uuid) -> Result<picket_proto::RemoteRule, ErrorClass> {
+        dispatch!(self, c => c.read_rule(rule_id).await)
     }
 
     /// Ids of the Picket-managed rules on the SIEM (named `picket-<uuid>`);

@@ -191,6 +191,51 @@ pub fn content_hash(properties: &Value) -> [u8; 32] {
     canonical::hash(&picked)
 }
 
+/// A `Scheduled` rule's properties normalized back to the rule model:
+/// `displayName` is the title, `description` without the "Managed by
+/// Picket" note, `severity` High → high (critical shares the step),
+/// Medium, Low, Informational → info; `queryFrequency` and `queryPeriod`
+/// are the native frequency and lookback; incident creation off is
+/// monitoring mode.
+///
+/// # Errors
+/// [`ErrorClass::SiemError`] when the properties hold no query.
+pub fn remote_rule(properties: &Value) -> Result<picket_proto::RemoteRule, ErrorClass> {
+    let text = |key: &str| {
+        properties
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let query = text("query");
+    if query.is_empty() {
+        return Err(ErrorClass::SiemError);
+    }
+    let severity = match text("severity").as_str() {
+        "High" => Severity::High,
+        "Medium" => Severity::Medium,
+        "Low" => Severity::Low,
+        _ => Severity::Info,
+    };
+    let non_empty = |v: String| (!v.is_empty()).then_some(v);
+    Ok(picket_proto::RemoteRule {
+        title: text("displayName").trim().to_owned(),
+        description: super::strip_managed_note(&text("description")),
+        severity,
+        query,
+        schedule: picket_proto::RemoteSchedule {
+            cron: None,
+            earliest: None,
+            latest: None,
+            frequency: non_empty(text("queryFrequency")),
+            lookback: non_empty(text("queryPeriod")),
+        },
+        monitoring: is_monitoring(properties),
+        enabled: properties.get("enabled").and_then(Value::as_bool) != Some(false),
+    })
+}
+
 /// A cached access token.
 struct CachedToken {
     token: Zeroizing<String>,
@@ -520,6 +565,19 @@ impl SentinelConnector {
             .await?
             .ok_or(ErrorClass::NotFound)?;
         Ok(content_hash(&rule.properties))
+    }
+
+    /// The rule normalized back to the rule model ([`remote_rule`]).
+    ///
+    /// # Errors
+    /// `not_found`, or the call's class; `siem_error` for a rule without a
+    /// query.
+    pub async fn read_rule(&self, rule_id: &Uuid) -> Result<picket_proto::RemoteRule, ErrorClass> {
+        let rule = self
+            .read(&managed_rule_name(rule_id))
+            .await?
+            .ok_or(ErrorClass::NotFound)?;
+        remote_rule(&rule.properties)
     }
 
     /// Ids of the `picket-<uuid>` rules, over every page.

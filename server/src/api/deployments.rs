@@ -689,6 +689,12 @@ pub struct DeployedRuleView {
     pub found_hash: Option<String>,
     /// Last drift check (RFC 3339).
     pub checked_at: Option<String>,
+    /// For `drift_detected`: the rule as the SIEM holds it, normalized by
+    /// the agent (`title`, `description`, `severity`, `query`, `schedule`,
+    /// `monitoring`, `enabled`), what `accept_remote` would record; absent
+    /// when missing or not returned.
+    #[schema(value_type = Option<Object>)]
+    pub remote: Option<serde_json::Value>,
 }
 
 impl From<rule_deployment::Model> for DeployedRuleView {
@@ -702,6 +708,10 @@ impl From<rule_deployment::Model> for DeployedRuleView {
             expected_hash: r.content_hash,
             found_hash: r.drift_hash,
             checked_at: r.drift_checked_at.map(rfc3339),
+            remote: r
+                .remote_content
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok()),
         }
     }
 }
@@ -742,12 +752,15 @@ pub struct ResolveView {
     pub state: String,
     /// The redeploy request, awaiting approval.
     pub deployment: Option<DeploymentView>,
+    /// The version recorded from the SIEM (`accept_remote`).
+    pub version: Option<super::rules::VersionView>,
 }
 
 /// Resolves a drifted rule: `redeploy` (a new request, approved like any
-/// change) or `archive` (stop tracking).
+/// change), `archive` (stop tracking) or `accept_remote` (the SIEM's content
+/// becomes the next version, authored by the system, and the deployed one).
 #[utoipa::path(post, path = "/v1/rules/{id}/drift/resolve", params(("id" = Uuid, Path)), request_body = ResolveRequest,
-    responses((status = 200, body = ResolveView), (status = 400), (status = 404), (status = 409)))]
+    responses((status = 200, body = ResolveView), (status = 400), (status = 404), (status = 409), (status = 422, description = "accept_remote: the SIEM's content is not a valid rule")))]
 pub async fn resolve_drift(
     State(state): State<AppState>,
     user: Auth<perm::RequestDeployment>,
@@ -764,18 +777,20 @@ pub async fn resolve_drift(
             "connection_id and resolution are required",
         ));
     };
-    let d = drift::resolve(&state, &user, id, connection_id, resolution, req.message).await?;
+    let done = drift::resolve(&state, &user, id, connection_id, resolution, req.message).await?;
     let st = deployments::current(&state.db, user.tenant_id, id, connection_id)
         .await?
         .map(|r| r.state)
         .unwrap_or_default();
-    let deployment = match d {
-        Some(d) => Some(full_view(&state, user.tenant_id, d).await?),
-        None => None,
+    let (deployment, version) = match done {
+        drift::Resolved::Request(d) => (Some(full_view(&state, user.tenant_id, d).await?), None),
+        drift::Resolved::Version(v) => (None, Some(v.into())),
+        drift::Resolved::Archived => (None, None),
     };
     Ok(Json(ResolveView {
         state: st,
         deployment,
+        version,
     }))
 }
 

@@ -927,6 +927,7 @@ async fn record_deployed(
                 state: Set("deployed".into()),
                 drift_hash: Set(None),
                 drift_checked_at: Set(None),
+                remote_content: Set(None),
                 last_deployment_id: Set(Some(d.id)),
                 updated_at: Set(now),
             }
@@ -954,6 +955,7 @@ async fn record_deployed(
             am.content_hash = Set(hash);
             am.state = Set("deployed".into());
             am.drift_hash = Set(None);
+            am.remote_content = Set(None);
             am.last_deployment_id = Set(Some(d.id));
             am.updated_at = Set(now);
             am.update(txn).await?;

@@ -433,18 +433,18 @@ async fn drift_is_detected_and_resolved() {
     assert_ne!(of(&a)["found_hash"], of(&a)["expected_hash"]);
     assert_eq!(of(&b)["found_hash"], Value::Null, "missing");
 
-    // Accepting the remote content is refused precisely (not implemented).
+    // A missing rule has no remote content to accept.
     let resolve = |id: &str| format!("/v1/rules/{id}/drift/resolve");
     let (st, body) = s
         .requester
         .post(
-            &resolve(&a),
+            &resolve(&b),
             json!({ "connection_id": s.connection_id, "resolution": "accept_remote" }),
         )
         .await
         .unwrap();
     assert_eq!(st, 409, "{body}");
-    assert_eq!(body["error"]["code"], "not_supported");
+    assert_eq!(body["error"]["code"], "remote_unknown");
 
     // Redeploy ours: a request approved like any change puts v1 back.
     let r = s
@@ -754,4 +754,128 @@ async fn monitoring_mode_then_promotion_on_sentinel_and_elastic() {
         assert_eq!(rows[0]["state"], "deployed", "active and in sync: {rows:?}");
         assert_eq!(rows[0]["monitoring"], false, "{rows:?}");
     }
+}
+
+/// Accept remote: someone changed the saved search in Splunk; the drift
+/// check returns its normalized content, and accepting it records it as the
+/// rule's next version (authored by the system, "accepted from SIEM"),
+/// deployed as it is: the drift is resolved and the next check finds the
+/// rule in sync. Content that is not a valid rule is reported, not stored.
+/// A rollback then restores Picket's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_remote_records_the_siems_version() {
+    let s = stack().await;
+    let (a, _) = s.create_rule("A", &query(1)).await.unwrap();
+    let done = deploy(&s, json!([{ "rule_id": a, "version": 1 }])).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    let remote_query = "index=wineventlog EventCode=4740 user=u1 | stats count by host";
+    let mut edited = s.sim.saved_search(&format!("picket-{a}")).unwrap();
+    edited.content.insert("search".into(), remote_query.into());
+    edited
+        .content
+        .insert("cron_schedule".into(), "*/10 * * * *".into());
+    edited
+        .content
+        .insert("dispatch.earliest_time".into(), "-20m".into());
+    s.sim.insert_saved_search(edited);
+    let rows = check_drift(&s).await;
+    let row = drifted(&rows).pop().expect("A drifted");
+    assert_eq!(row["rule_id"], json!(a));
+    assert_eq!(row["remote"]["query"], remote_query, "{row}");
+    assert_eq!(row["remote"]["title"], "A", "{row}");
+
+    let resolve = format!("/v1/rules/{a}/drift/resolve");
+    let r = s
+        .requester
+        .post_ok(
+            &resolve,
+            json!({ "connection_id": s.connection_id, "resolution": "accept_remote" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["state"], "deployed", "{r}");
+    let v = &r["version"];
+    assert_eq!(v["version"], 2, "{r}");
+    assert_eq!(v["query"], remote_query);
+    assert_eq!(v["cron"], "*/10 * * * *");
+    assert_eq!(v["earliest"], "-20m");
+    assert_eq!(v["title"], "A");
+    assert_eq!(v["description"], "Detects it.");
+    assert_eq!(v["author_id"], "00000000-0000-0000-0000-000000000000");
+    assert!(
+        v["origin"]
+            .as_str()
+            .unwrap()
+            .starts_with("accepted from SIEM"),
+        "{v}"
+    );
+    let rule = s.admin.get_ok(&format!("/v1/rules/{a}")).await.unwrap();
+    assert_eq!(rule["latest_version"], 2, "{rule}");
+    let row = tracked(&s).await.into_iter().find(|r| r["rule_id"] == json!(a)).unwrap();
+    assert_eq!(row["version"], 2, "{row}");
+    assert_eq!(row["state"], "deployed");
+    // The SIEM holds exactly the accepted version: in sync.
+    let rows = check_drift(&s).await;
+    assert!(drifted(&rows).is_empty(), "{rows:?}");
+    let audit = s
+        .admin
+        .get_ok("/v1/audit/events?action=rule.drift_resolve&limit=100")
+        .await
+        .unwrap();
+    assert!(audit.to_string().contains("accept_remote"), "{audit}");
+
+    // Content that is no valid rule (a destructive command) is reported and
+    // not stored; the drift stays open.
+    let mut edited = s.sim.saved_search(&format!("picket-{a}")).unwrap();
+    edited
+        .content
+        .insert("search".into(), "index=main | delete".into());
+    s.sim.insert_saved_search(edited);
+    let rows = check_drift(&s).await;
+    assert_eq!(drifted(&rows).len(), 1, "{rows:?}");
+    let (st, body) = s
+        .requester
+        .post(
+            &resolve,
+            json!({ "connection_id": s.connection_id, "resolution": "accept_remote" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_remote_rule");
+    assert_eq!(body["error"]["details"][0]["code"], "refused_command", "{body}");
+    let rule = s.admin.get_ok(&format!("/v1/rules/{a}")).await.unwrap();
+    assert_eq!(rule["latest_version"], 2, "nothing stored: {rule}");
+    assert_eq!(drifted(&tracked(&s).await).len(), 1);
+
+    // Redeploying the accepted version, then rolling back, restores v1.
+    let r = s
+        .requester
+        .post_ok(
+            &resolve,
+            json!({ "connection_id": s.connection_id, "resolution": "redeploy", "message": "undo" }),
+        )
+        .await
+        .unwrap();
+    let id = r["deployment"]["id"].as_str().unwrap();
+    assert_eq!(r["deployment"]["items"][0]["version"], 2, "{r}");
+    s.approve(id).await.unwrap();
+    let done = s.wait_final(id, FINISH).await.unwrap();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(search_of(&s, &a).as_deref(), Some(remote_query));
+    let rb = s
+        .requester
+        .post_ok(
+            "/v1/deployments/rollback",
+            json!({ "rule_id": a, "connection_id": s.connection_id, "message": "back to ours" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rb["items"][0]["version"], 1, "{rb}");
+    let id = rb["id"].as_str().unwrap();
+    s.approve(id).await.unwrap();
+    let done = s.wait_final(id, FINISH).await.unwrap();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(search_of(&s, &a), Some(query(1)));
 }
