@@ -581,6 +581,36 @@ mod tests {
         );
         assert_ne!(outcomes[1].content_hash.unwrap().0, hb);
         assert_eq!(outcomes[2].content_hash, None);
+        // Only the drifted rule comes back with its content, normalized.
+        let remote = outcomes[1].remote.as_deref().unwrap();
+        assert_eq!(remote.query, "index=*");
+        assert_eq!(remote.title, "Rule v1");
+        assert_eq!(remote.schedule.cron.as_deref(), Some("*/5 * * * *"));
+        assert_eq!(remote.schedule.earliest.as_deref(), Some("-5m"));
+        assert_eq!(remote.severity, Severity::High);
+        assert!(outcomes[0].remote.is_none() && outcomes[2].remote.is_none());
+    }
+
+    #[tokio::test]
+    async fn drift_results_carry_at_most_the_remote_budget() {
+        let (sim, c) = setup().await;
+        let ids: Vec<Uuid> = (0..MAX_REMOTE_RULES + 2).map(|_| Uuid::now_v7()).collect();
+        let mut rules = Vec::new();
+        for id in &ids {
+            let h = c.deploy(&rule(*id, 1)).await.unwrap();
+            let mut edited = sim.saved_search(&managed_rule_name(id)).unwrap();
+            edited.content.insert("search".into(), "index=edited".into());
+            sim.insert_saved_search(edited);
+            rules.push(DriftExpectation {
+                rule_id: *id,
+                expected: B64(h),
+            });
+        }
+        let (failure, outcomes) = run_drift_check(&c, DEADLINE, &DriftCheck { rules }).await;
+        assert_eq!(failure, None);
+        assert!(outcomes.iter().all(|o| o.status == ItemStatus::Drifted));
+        let with = outcomes.iter().filter(|o| o.remote.is_some()).count();
+        assert_eq!(with, MAX_REMOTE_RULES);
     }
 
     #[tokio::test]

@@ -383,3 +383,42 @@ async fn monitoring_mode_is_a_building_block_rule_without_actions_until_promoted
     sim.insert_rule("default", edited);
     assert_ne!(c.content_hash(&id).await, Ok(active));
 }
+
+/// `read_rule` normalizes a detection rule back to the rule model: what
+/// Picket deployed reads back as the rule it came from (severity incl. the
+/// info risk score, `interval`/`from`, no "Managed by Picket" note), and an
+/// edit in Kibana shows in it.
+#[tokio::test]
+async fn read_rule_normalizes_the_rule_back_to_the_rule_model() {
+    let sim = start_sim().await;
+    let c = connector(&sim.base_url());
+    let id = Uuid::now_v7();
+    let name = managed_rule_name(&id);
+    let mut r = rule(id, "process where process.name == \"mimikatz.exe\"");
+    r.severity = Severity::Info;
+    c.deploy(&r).await.expect("deploy");
+    let got = c.read_rule(&id).await.expect("read");
+    assert_eq!(got.title, r.title);
+    assert_eq!(got.description, r.description);
+    assert_eq!(got.severity, Severity::Info);
+    assert_eq!(got.query, r.query);
+    assert_eq!(got.schedule.frequency.as_deref(), Some("5m"));
+    assert_eq!(got.schedule.lookback.as_deref(), Some("now-10m"));
+    assert!(!got.monitoring);
+    assert!(got.enabled);
+
+    let mut edited = sim.rule(&name).unwrap().body;
+    edited["query"] = json!("event.code:4740");
+    edited["severity"] = json!("low");
+    edited["risk_score"] = json!(21);
+    edited["interval"] = json!("1h");
+    edited["building_block_type"] = json!("default");
+    sim.insert_rule("default", edited);
+    let got = c.read_rule(&id).await.expect("read");
+    assert_eq!(got.query, "event.code:4740");
+    assert_eq!(got.severity, Severity::Low);
+    assert_eq!(got.schedule.frequency.as_deref(), Some("1h"));
+    assert!(got.monitoring);
+    c.delete(&id).await.expect("delete");
+    assert_eq!(c.read_rule(&id).await, Err(ErrorClass::NotFound));
+}

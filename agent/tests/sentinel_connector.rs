@@ -488,3 +488,52 @@ async fn monitoring_mode_turns_incident_creation_off_and_promotion_back_on() {
     );
     assert_eq!(active, picket_agent::siem::canonical::hash(&picked));
 }
+
+/// `read_rule` normalizes a Scheduled rule back to the rule model: what
+/// Picket deployed reads back as the rule it came from (severity,
+/// schedule in Sentinel's own form, no "Managed by Picket" note), and an
+/// edit in the portal shows in it.
+#[tokio::test]
+async fn read_rule_normalizes_the_rule_back_to_the_rule_model() {
+    let sim = start_sim(50).await;
+    let c = connector(&sim.base_url());
+    let id = Uuid::now_v7();
+    let name = managed_rule_name(&id);
+    let mut r = rule(id, 3);
+    r.schedule.cron = "0 */2 * * *".into();
+    r.schedule.earliest = "-1d".into();
+    c.deploy_mode(&r, true).await.expect("deploy");
+    let got = c.read_rule(&id).await.expect("read");
+    assert_eq!(got.title, r.title);
+    assert_eq!(got.description, r.description);
+    assert_eq!(got.severity, Severity::High);
+    assert_eq!(got.query, r.query);
+    assert_eq!(got.schedule.frequency.as_deref(), Some("PT2H"));
+    assert_eq!(got.schedule.lookback.as_deref(), Some("P1D"));
+    assert_eq!(got.schedule.cron, None);
+    assert!(got.monitoring);
+    assert!(got.enabled);
+
+    let mut changed = sim.rule(&name).unwrap().properties;
+    changed["query"] = json!("SecurityEvent | where EventID == 4740");
+    changed["severity"] = json!("Informational");
+    changed["queryFrequency"] = json!("PT15M");
+    changed["enabled"] = json!(false);
+    changed["description"] = json!("Rewritten in the portal.");
+    sim.insert_rule(&name, "Scheduled", changed);
+    let got = c.read_rule(&id).await.expect("read");
+    assert_eq!(got.query, "SecurityEvent | where EventID == 4740");
+    assert_eq!(got.severity, Severity::Info);
+    assert_eq!(got.schedule.frequency.as_deref(), Some("PT15M"));
+    assert_eq!(got.description, "Rewritten in the portal.");
+    assert!(!got.enabled);
+    assert!(got.within_bounds());
+
+    // No query: not a rule Picket can record.
+    let mut broken = sim.rule(&name).unwrap().properties;
+    broken.as_object_mut().unwrap().remove("query");
+    sim.insert_rule(&name, "Scheduled", broken);
+    assert_eq!(c.read_rule(&id).await, Err(ErrorClass::SiemError));
+    c.delete(&id).await.expect("delete");
+    assert_eq!(c.read_rule(&id).await, Err(ErrorClass::NotFound));
+}

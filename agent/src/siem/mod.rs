@@ -636,6 +636,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_managed_note_is_stripped_and_nothing_else() {
+        assert_eq!(
+            strip_managed_note(
+                "Failed logons.\n\nManaged by Picket (rule version 3); changes made in Splunk are overwritten."
+            ),
+            "Failed logons."
+        );
+        assert_eq!(
+            strip_managed_note(
+                "Managed by Picket (rule version 1); changes made in Kibana are overwritten."
+            ),
+            ""
+        );
+        // Someone's own text that mentions Picket stays.
+        assert_eq!(
+            strip_managed_note("  Managed by Picket (rule version 1), then edited by hand. "),
+            "Managed by Picket (rule version 1), then edited by hand."
+        );
+    }
+
+    #[test]
     fn statuses_map_to_classes() {
         assert_eq!(classify_status(400), ErrorClass::QueryInvalid);
         assert_eq!(classify_status(401), ErrorClass::AuthFailed);
