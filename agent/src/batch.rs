@@ -599,7 +599,9 @@ mod tests {
         for id in &ids {
             let h = c.deploy(&rule(*id, 1)).await.unwrap();
             let mut edited = sim.saved_search(&managed_rule_name(id)).unwrap();
-            edited.content.insert("search".into(), "index=edited".into());
+            edited
+                .content
+                .insert("search".into(), "index=edited".into());
             sim.insert_saved_search(edited);
             rules.push(DriftExpectation {
                 rule_id: *id,

@@ -482,10 +482,8 @@ async fn monitoring_mode_turns_incident_creation_off_and_promotion_back_on() {
     assert_eq!(c.content_hash(&id).await, Ok(active));
     // An active rule hashes as before monitoring mode existed: the managed
     // properties only, so rules deployed by earlier agents show no drift.
-    let picked = picket_agent::siem::canonical::pick(
-        &stored.properties,
-        &sentinel::MANAGED_PROPERTIES,
-    );
+    let picked =
+        picket_agent::siem::canonical::pick(&stored.properties, &sentinel::MANAGED_PROPERTIES);
     assert_eq!(active, picket_agent::siem::canonical::hash(&picked));
 }
 

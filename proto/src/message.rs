@@ -324,8 +324,7 @@ pub fn decode_agent_msg(text: &str, max_bytes: usize) -> Result<AgentMsg, ProtoE
         }
         AgentMsg::JobResult(r)
             if r.items.as_ref().is_some_and(|items| {
-                items.iter().filter(|i| i.remote.is_some()).count()
-                    > crate::batch::MAX_REMOTE_RULES
+                items.iter().filter(|i| i.remote.is_some()).count() > crate::batch::MAX_REMOTE_RULES
                     || items
                         .iter()
                         .filter_map(|i| i.remote.as_deref())

@@ -310,10 +310,17 @@ async fn requester_and_authors_cannot_reject_or_request_changes_and_the_requeste
     );
     let a = t.s.get(&format!("/v1/deployments/{d}"), &t.approver).await;
     assert_eq!(a.body["status"], "pending_approval", "{}", a.text);
-    assert_eq!(a.body["approvals"].as_array().unwrap().len(), 0, "{}", a.text);
+    assert_eq!(
+        a.body["approvals"].as_array().unwrap().len(),
+        0,
+        "{}",
+        a.text
+    );
 
     // Only the requester withdraws; a reviewer cannot.
-    let a = t.s.post(&path("withdraw"), Some(&t.approver), json!({})).await;
+    let a =
+        t.s.post(&path("withdraw"), Some(&t.approver), json!({}))
+            .await;
     assert_eq!(a.status, 403, "{}", a.text);
     let a =
         t.s.post(
@@ -330,7 +337,9 @@ async fn requester_and_authors_cannot_reject_or_request_changes_and_the_requeste
             .await;
     assert_eq!(a.status, 409, "{}", a.text);
     assert_eq!(a.body["error"]["code"], "not_pending");
-    let a = t.s.post(&path("withdraw"), Some(&t.requester), json!({})).await;
+    let a =
+        t.s.post(&path("withdraw"), Some(&t.requester), json!({}))
+            .await;
     assert_eq!(a.status, 409, "{}", a.text);
     let a =
         t.s.send(
@@ -342,9 +351,10 @@ async fn requester_and_authors_cannot_reject_or_request_changes_and_the_requeste
         )
         .await;
     assert_eq!(a.status, 409, "{}", a.text);
-    let withdrawn = t
-        .s
-        .scalar("SELECT outcome FROM audit_events WHERE action = 'deployment.withdraw' ORDER BY idx")
+    let withdrawn =
+        t.s.scalar(
+            "SELECT outcome FROM audit_events WHERE action = 'deployment.withdraw' ORDER BY idx",
+        )
         .await;
     assert_eq!(withdrawn, ["denied", "success"]);
 }
@@ -370,7 +380,11 @@ async fn require_tests_blocks_untested_versions_until_an_admin_overrides() {
     let a = put(&t.admin, json!({ "require_tests": "yes" })).await;
     assert_eq!(a.status, 400, "{}", a.text);
     // A bad field refuses the whole change: nothing half-applied.
-    let a = put(&t.admin, json!({ "require_tests": true, "min_approvers": 0 })).await;
+    let a = put(
+        &t.admin,
+        json!({ "require_tests": true, "min_approvers": 0 }),
+    )
+    .await;
     assert_eq!(a.status, 400, "{}", a.text);
     assert_eq!(
         t.s.get("/v1/approval-policy", &t.admin).await.body["require_tests"],
@@ -387,7 +401,11 @@ async fn require_tests_blocks_untested_versions_until_an_admin_overrides() {
             .await;
     let events = ev.body["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "one change, one event: {}", ev.text);
-    assert!(events[0].to_string().contains("\"new\":true"), "{}", ev.text);
+    assert!(
+        events[0].to_string().contains("\"new\":true"),
+        "{}",
+        ev.text
+    );
 
     // The fixture rule has no test cases.
     let d = t.s.deployment(&t.requester, &t.rule, &t.connection).await;
@@ -400,9 +418,12 @@ async fn require_tests_blocks_untested_versions_until_an_admin_overrides() {
         msg.contains("v1: it has no test cases and this tenant requires tests"),
         "{msg}"
     );
-    let a = t
-        .s
-        .post(&approve, Some(&t.approver), json!({ "test_override": "urgent" }))
+    let a =
+        t.s.post(
+            &approve,
+            Some(&t.approver),
+            json!({ "test_override": "urgent" }),
+        )
         .await;
     assert_eq!(a.status, 403, "only an Admin overrides: {}", a.text);
     let a =
@@ -425,8 +446,12 @@ async fn require_tests_blocks_untested_versions_until_an_admin_overrides() {
     let other = t.s.rule(&t.requester, "Other").await;
     let d = t.s.deployment(&t.requester, &other, &t.connection).await;
     let a =
-        t.s.post(&format!("/v1/deployments/{d}/approve"), Some(&t.approver), json!({}))
-            .await;
+        t.s.post(
+            &format!("/v1/deployments/{d}/approve"),
+            Some(&t.approver),
+            json!({}),
+        )
+        .await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.body["status"], "queued", "{}", a.text);
 }

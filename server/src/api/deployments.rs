@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::auth::{Auth, perm};
 use crate::db::entity::{
     approval, breakglass_review, deployment, deployment_item, notification, rule_deployment,
+    rule_version,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::service::deployments::{self, Action, Decision, ItemRequest, NewRequest};
@@ -205,6 +206,13 @@ pub struct ItemView {
     pub error_class: Option<String>,
     /// Hex SHA-256 of the content as deployed (or found, for a dry run).
     pub content_hash: Option<String>,
+    /// While the request awaits a decision (detail views): what the rule
+    /// is now on the connection and its diff against this item's version,
+    /// from the SIEM's own content when the last drift check found it
+    /// drifted (`source: siem`), else from Picket's record (`source:
+    /// record`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<drift::Current>,
 }
 
 impl From<deployment_item::Model> for ItemView {
@@ -217,6 +225,7 @@ impl From<deployment_item::Model> for ItemView {
             status: i.status,
             error_class: i.error_class,
             content_hash: i.content_hash,
+            current: None,
         }
     }
 }
@@ -349,7 +358,23 @@ async fn full_view(
     let items = deployments::items(&state.db, tenant_id, d.id).await?;
     let approvals = deployments::approvals(&state.db, tenant_id, d.id).await?;
     let review = deployments::review_of(&state.db, tenant_id, d.id).await?;
-    Ok(view(d, items, approvals, review))
+    let awaiting = matches!(d.status.as_str(), "pending_approval" | "changes_requested");
+    let mut currents = Vec::new();
+    if awaiting {
+        for it in &items {
+            let proposed = crate::service::scope::TenantScope::new(tenant_id)
+                .get::<rule_version::Entity>(&state.db, it.rule_version_id, "rule version")
+                .await?;
+            currents.push(
+                drift::current_against(&state.db, tenant_id, d.connection_id, &proposed).await?,
+            );
+        }
+    }
+    let mut v = view(d, items, approvals, review);
+    for (item, current) in v.items.iter_mut().zip(currents) {
+        item.current = Some(current);
+    }
+    Ok(v)
 }
 
 /// Requests a deployment of one rule or a batch; it waits for approval by

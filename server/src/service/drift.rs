@@ -202,6 +202,86 @@ pub async fn list(
         .await?)
 }
 
+/// What a rule holds now on a connection, for a request's reviewers: the
+/// SIEM's own content when the last drift check found it drifted (and the
+/// agent returned it), else Picket's record of what it deployed (which the
+/// last in-sync check confirmed, at `checked_at`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Current {
+    /// `siem` (read from the SIEM by the agent) or `record` (the version
+    /// Picket deployed there).
+    pub source: String,
+    /// `deployed`, `drift_detected`, `archived` or `removed`; `absent` when
+    /// Picket never deployed the rule there.
+    pub state: String,
+    /// The version Picket deployed there (what the SIEM should hold).
+    pub version: Option<i32>,
+    /// Deployed (or found) with alerting off.
+    pub monitoring: bool,
+    /// The last drift check (RFC 3339).
+    pub checked_at: Option<String>,
+    /// The rule as it is now against the item's version (`from` is the
+    /// deployed version number; with `source: siem` the unified diff's old
+    /// side is headed `siem`). `None` when there is nothing to compare
+    /// (absent, removed, missing on the SIEM).
+    pub diff: Option<crate::service::rules::VersionDiff>,
+}
+
+/// [`Current`] for one rule on a connection against `proposed`.
+///
+/// # Errors
+/// On storage failure.
+pub async fn current_against(
+    conn: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    connection_id: Uuid,
+    proposed: &crate::db::entity::rule_version::Model,
+) -> ApiResult<Current> {
+    use crate::db::entity::{rule, rule_version};
+    use crate::service::rules;
+    let scope = TenantScope::new(tenant_id);
+    let Some(rd) = deployments::current(conn, tenant_id, proposed.rule_id, connection_id).await?
+    else {
+        return Ok(Current {
+            source: "record".into(),
+            state: "absent".into(),
+            version: None,
+            monitoring: false,
+            checked_at: None,
+            diff: None,
+        });
+    };
+    let base = scope
+        .get::<rule_version::Entity>(conn, rd.rule_version_id, "rule version")
+        .await?;
+    let remote = rd
+        .remote_content
+        .as_deref()
+        .filter(|_| rd.state == "drift_detected")
+        .and_then(|t| serde_json::from_str::<picket_proto::RemoteRule>(t).ok());
+    let (source, diff, monitoring) = match (rd.state.as_str(), remote) {
+        ("drift_detected", Some(remote)) => {
+            let r = scope.get::<rule::Entity>(conn, rd.rule_id, "rule").await?;
+            let diff = rules::remote_as_version(rules::rule_kind(&r), &base, &remote).map(|now| {
+                rules::diff_labeled(&now, proposed, "siem", &format!("v{}", proposed.version))
+            });
+            ("siem", diff, remote.monitoring)
+        }
+        // Missing on the SIEM, or its content not returned: nothing to show.
+        ("drift_detected", None) => ("siem", None, rd.monitoring),
+        ("removed", _) => ("record", None, rd.monitoring),
+        _ => ("record", Some(rules::diff(&base, proposed)), rd.monitoring),
+    };
+    Ok(Current {
+        source: source.into(),
+        state: rd.state,
+        version: Some(rd.version),
+        monitoring,
+        checked_at: rd.drift_checked_at.map(crate::time::rfc3339),
+        diff,
+    })
+}
+
 /// How to resolve a drift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -328,15 +408,9 @@ async fn accept_remote(
     let base = scope
         .get::<rule_version::Entity>(&txn, rd.rule_version_id, "rule version")
         .await?;
-    let v = crate::service::rules::accept_remote_in(
-        &txn,
-        user,
-        &r,
-        &base,
-        &remote,
-        rd.connection_id,
-    )
-    .await?;
+    let v =
+        crate::service::rules::accept_remote_in(&txn, user, &r, &base, &remote, rd.connection_id)
+            .await?;
     let connection_id = rd.connection_id;
     let mut am: rule_deployment::ActiveModel = rd.clone().into();
     am.previous_version_id = Set(Some(rd.rule_version_id));

@@ -314,6 +314,30 @@ pub fn remote_content(
     })
 }
 
+/// The SIEM's content of a drifted rule as an unsaved version over `base`
+/// (same rule, version number and author as `base`): what a diff against
+/// the SIEM compares. `None` when it does not convert (its schedule).
+pub fn remote_as_version(
+    kind: SiemKind,
+    base: &rule_version::Model,
+    remote: &picket_proto::RemoteRule,
+) -> Option<rule_version::Model> {
+    let c = remote_content(kind, base, remote).ok()?;
+    let language = c.language.unwrap_or(kind.default_language());
+    Some(rule_version::Model {
+        title: c.title,
+        description: c.description,
+        severity: c.severity.as_str().to_owned(),
+        query: c.query,
+        cron: c.schedule.cron,
+        earliest: c.schedule.earliest,
+        latest: c.schedule.latest,
+        language: language.as_str().to_owned(),
+        origin: Some("siem".into()),
+        ..base.clone()
+    })
+}
+
 /// The Elastic rule language of a query by its form (as the agent's Elastic
 /// connector decides the rule type): `FROM …` is ES|QL, `<category> where`
 /// or `sequence` is EQL, anything else Kibana KQL.
@@ -356,7 +380,9 @@ pub async fn accept_remote_in(
             message, details, ..
         } => ApiError::Unprocessable {
             code: "invalid_remote_rule",
-            message: format!("the SIEM's version of this rule is not a valid rule, so it was not recorded: {message}; redeploy ours or archive"),
+            message: format!(
+                "the SIEM's version of this rule is not a valid rule, so it was not recorded: {message}; redeploy ours or archive"
+            ),
             details,
         },
         other => other,
@@ -520,6 +546,17 @@ fn metadata(v: &rule_version::Model) -> Vec<(&'static str, String)> {
 
 /// Line diff of the query and field diff of the metadata of versions `a` and `b`.
 pub fn diff(a: &rule_version::Model, b: &rule_version::Model) -> VersionDiff {
+    diff_labeled(a, b, &format!("v{}", a.version), &format!("v{}", b.version))
+}
+
+/// [`diff`] with the unified diff's headers named by the caller (e.g.
+/// `siem` for content read from the SIEM).
+pub fn diff_labeled(
+    a: &rule_version::Model,
+    b: &rule_version::Model,
+    from_label: &str,
+    to_label: &str,
+) -> VersionDiff {
     let metadata = metadata(a)
         .into_iter()
         .zip(metadata(b))
@@ -541,10 +578,7 @@ pub fn diff(a: &rule_version::Model, b: &rule_version::Model) -> VersionDiff {
             text: change.value().trim_end_matches(['\n', '\r']).to_owned(),
         });
     }
-    let unified = text
-        .unified_diff()
-        .header(&format!("v{}", a.version), &format!("v{}", b.version))
-        .to_string();
+    let unified = text.unified_diff().header(from_label, to_label).to_string();
     VersionDiff {
         from: a.version,
         to: b.version,
@@ -834,14 +868,8 @@ pub async fn enforce_tests_gate(
     require_tests: bool,
     override_reason: Option<&str>,
 ) -> ApiResult<()> {
-    let Err(failure) = tests_gate(
-        txn,
-        user.tenant_id,
-        connection_id,
-        versions,
-        require_tests,
-    )
-    .await?
+    let Err(failure) =
+        tests_gate(txn, user.tenant_id, connection_id, versions, require_tests).await?
     else {
         return Ok(());
     };

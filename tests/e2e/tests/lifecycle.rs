@@ -734,19 +734,37 @@ async fn monitoring_mode_then_promotion_on_sentinel_and_elastic() {
     .await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(building_block(), Some(Some(json!("default"))));
-    assert!(elastic.rule(&format!("picket-{el_rule}")).unwrap().enabled());
+    assert!(
+        elastic
+            .rule(&format!("picket-{el_rule}"))
+            .unwrap()
+            .enabled()
+    );
     for conn in [&sentinel_conn, &elastic_conn] {
         let rows = check_drift_on(&s, conn).await;
         assert_eq!(rows.len(), 1, "{rows:?}");
-        assert_eq!(rows[0]["state"], "deployed", "monitored and in sync: {rows:?}");
+        assert_eq!(
+            rows[0]["state"], "deployed",
+            "monitored and in sync: {rows:?}"
+        );
         assert_eq!(rows[0]["monitoring"], true, "{rows:?}");
     }
 
     // Promotion: the same version without monitoring, approved on its own.
-    let done = deploy_on(&s, &sentinel_conn, json!({ "rule_id": st_rule, "version": 1 })).await;
+    let done = deploy_on(
+        &s,
+        &sentinel_conn,
+        json!({ "rule_id": st_rule, "version": 1 }),
+    )
+    .await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(incidents(), Some(json!(true)));
-    let done = deploy_on(&s, &elastic_conn, json!({ "rule_id": el_rule, "version": 1 })).await;
+    let done = deploy_on(
+        &s,
+        &elastic_conn,
+        json!({ "rule_id": el_rule, "version": 1 }),
+    )
+    .await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(building_block(), Some(None));
     for conn in [&sentinel_conn, &elastic_conn] {
@@ -812,7 +830,11 @@ async fn accept_remote_records_the_siems_version() {
     );
     let rule = s.admin.get_ok(&format!("/v1/rules/{a}")).await.unwrap();
     assert_eq!(rule["latest_version"], 2, "{rule}");
-    let row = tracked(&s).await.into_iter().find(|r| r["rule_id"] == json!(a)).unwrap();
+    let row = tracked(&s)
+        .await
+        .into_iter()
+        .find(|r| r["rule_id"] == json!(a))
+        .unwrap();
     assert_eq!(row["version"], 2, "{row}");
     assert_eq!(row["state"], "deployed");
     // The SIEM holds exactly the accepted version: in sync.
@@ -844,7 +866,10 @@ async fn accept_remote_records_the_siems_version() {
         .unwrap();
     assert_eq!(st, 422, "{body}");
     assert_eq!(body["error"]["code"], "invalid_remote_rule");
-    assert_eq!(body["error"]["details"][0]["code"], "refused_command", "{body}");
+    assert_eq!(
+        body["error"]["details"][0]["code"], "refused_command",
+        "{body}"
+    );
     let rule = s.admin.get_ok(&format!("/v1/rules/{a}")).await.unwrap();
     assert_eq!(rule["latest_version"], 2, "nothing stored: {rule}");
     assert_eq!(drifted(&tracked(&s).await).len(), 1);
