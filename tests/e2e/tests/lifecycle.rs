@@ -751,6 +751,34 @@ async fn monitoring_mode_then_promotion_on_sentinel_and_elastic() {
     }
 
     // Promotion: the same version without monitoring, approved on its own.
+    // Reviewers see what is there now, from Picket's record (in sync).
+    let d = s
+        .requester
+        .post_ok(
+            "/v1/deployments",
+            json!({ "connection_id": sentinel_conn, "items": [{ "rule_id": st_rule, "version": 1 }], "message": "preview" }),
+        )
+        .await
+        .unwrap();
+    let current = &d["items"][0]["current"];
+    assert_eq!(current["source"], "record", "{d}");
+    assert_eq!(current["state"], "deployed", "{d}");
+    assert_eq!(current["monitoring"], true, "{d}");
+    assert!(
+        current["diff"]["query"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["op"] == "equal"),
+        "same version: {current}"
+    );
+    s.requester
+        .post_ok(
+            &format!("/v1/deployments/{}/withdraw", d["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await
+        .unwrap();
     let done = deploy_on(
         &s,
         &sentinel_conn,
@@ -802,6 +830,36 @@ async fn accept_remote_records_the_siems_version() {
     assert_eq!(row["rule_id"], json!(a));
     assert_eq!(row["remote"]["query"], remote_query, "{row}");
     assert_eq!(row["remote"]["title"], "A", "{row}");
+
+    // A request made now shows reviewers the diff against what the SIEM
+    // actually holds, not against Picket's record; its requester withdraws it.
+    let d = request_items(&s, json!([{ "rule_id": a, "version": 1 }]), false).await;
+    let current = &d["items"][0]["current"];
+    assert_eq!(current["source"], "siem", "{d}");
+    assert_eq!(current["state"], "drift_detected", "{d}");
+    assert_eq!(current["version"], 1, "{d}");
+    let lines = current["diff"]["query"].as_array().unwrap();
+    let has = |op: &str, text: &str| lines.iter().any(|l| l["op"] == op && l["text"] == text);
+    assert!(has("delete", remote_query), "{current}");
+    assert!(has("insert", &query(1)), "{current}");
+    assert!(
+        current["diff"]["unified"]
+            .as_str()
+            .unwrap()
+            .contains("--- siem"),
+        "{current}"
+    );
+    let id = d["id"].as_str().unwrap();
+    let w = s
+        .requester
+        .post_ok(&format!("/v1/deployments/{id}/withdraw"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(w["status"], "withdrawn", "{w}");
+    assert!(
+        w["items"][0].get("current").is_none(),
+        "only while awaiting a decision: {w}"
+    );
 
     let resolve = format!("/v1/rules/{a}/drift/resolve");
     let r = s
