@@ -422,3 +422,70 @@ async fn read_rule_normalizes_the_rule_back_to_the_rule_model() {
     c.delete(&id).await.expect("delete");
     assert_eq!(c.read_rule(&id).await, Err(ErrorClass::NotFound));
 }
+
+/// EQL event queries are counted with `_eql/search`, ES|QL filters with
+/// `_query` (the source replaced by the test index), both bounded to the
+/// test events (`labels.picket`) and the window.
+#[tokio::test]
+async fn eql_and_esql_test_filters_are_counted_within_the_window_only() {
+    let sim = start_sim().await;
+    let c = connector(&sim.base_url());
+    let process = |secs_ago: i64, user: &str| {
+        let mut e = event(secs_ago, user);
+        e.fields.insert("event.category".into(), "process".into());
+        e
+    };
+    assert_eq!(
+        c.inject_test_events(&[
+            process(50, "alice"),
+            process(40, "alice"),
+            process(30, "bob")
+        ])
+        .await,
+        Ok(3)
+    );
+    let hour = TimeWindow::last(3600);
+    assert_eq!(
+        c.count_test_matches("process where user.name == \"alice\"", hour)
+            .await,
+        Ok(2)
+    );
+    assert_eq!(
+        c.count_test_matches("network where user.name == \"alice\"", hour)
+            .await,
+        Ok(0),
+        "another event category"
+    );
+    assert_eq!(
+        c.count_test_matches(
+            "FROM * | WHERE event.code == \"4625\" | WHERE user.name == \"bob\"",
+            hour
+        )
+        .await,
+        Ok(1)
+    );
+    assert_eq!(
+        c.count_test_matches("FROM * | WHERE event.code == \"4625\"", hour)
+            .await,
+        Ok(3)
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let before = TimeWindow {
+        from: now - 7200,
+        to: now - 3600,
+    };
+    assert_eq!(
+        c.count_test_matches("process where user.name == \"alice\"", before)
+            .await,
+        Ok(0)
+    );
+    assert_eq!(
+        c.count_test_matches("FROM * | WHERE user.name == \"alice\"", before)
+            .await,
+        Ok(0)
+    );
+    assert_eq!(
+        picket_agent::siem::elastic::esql_count_query("FROM * | WHERE a == \"1\"", "picket-test"),
+        Ok("FROM picket-test | WHERE a == \"1\" | STATS picket_count = COUNT(*)".to_owned())
+    );
+}

@@ -12,7 +12,7 @@
 //! | content hash, health | `GET .../rules?rule_id=` |
 //! | list managed | `GET .../rules/_find?filter=alert.attributes.tags:"picket"&page=N&per_page=100` until `total` |
 //! | test events | `POST {elasticsearch}/_bulk?refresh=wait_for` (NDJSON `create` actions into the test index) |
-//! | count | `POST {elasticsearch}/{test index}/_count` |
+//! | count | `POST {elasticsearch}/{test index}/_count` (KQL rules); EQL: `POST {elasticsearch}/{test index}/_eql/search`; ES\|QL: `POST {elasticsearch}/_query` with `FROM {test index} \| ... \| STATS picket_count = COUNT(*)` |
 //!
 //! Every Kibana call sends `Authorization: ApiKey <key>`, `kbn-xsrf: true`
 //! and `Elastic-Api-Version: 2023-10-31`; Elasticsearch calls send the same
@@ -35,7 +35,10 @@
 //! # Count filter form
 //! A Lucene `query_string`, e.g. `event.code:4625 AND user.name:alice`,
 //! combined with a `term` on `labels.picket: picket_test` and a `range` on
-//! `@timestamp`.
+//! `@timestamp`. An EQL event query (`process where ...`) is run as it is
+//! with the same two bounds as its `filter`; an ES|QL filter (`FROM * |
+//! WHERE ...`) has its source replaced by the test index, a row count
+//! appended, and the two bounds as its `filter`.
 //!
 //! # Health
 //! From the rule's `execution_summary.last_execution`: one run, counted as
@@ -277,6 +280,47 @@ struct BulkReply {
 #[derive(Deserialize)]
 struct CountReply {
     count: u64,
+}
+
+/// `POST /_query` (ES|QL): one row, one column (the count).
+#[derive(Deserialize)]
+struct EsqlReply {
+    #[serde(default)]
+    values: Vec<Vec<Value>>,
+}
+
+/// `POST /{index}/_eql/search`: only `hits.total.value` is read.
+#[derive(Deserialize)]
+struct EqlReply {
+    hits: EqlHits,
+}
+
+#[derive(Deserialize)]
+struct EqlHits {
+    total: EqlTotal,
+}
+
+#[derive(Deserialize)]
+struct EqlTotal {
+    value: u64,
+}
+
+/// The ES|QL count of a test filter (`FROM * | WHERE ...`, see
+/// `picket_rules::test_filter`): the source replaced by the test index, a
+/// `STATS` counting the rows appended.
+///
+/// # Errors
+/// [`ErrorClass::MalformedJob`] for a filter that does not start with `FROM`.
+pub fn esql_count_query(filter: &str, test_index: &str) -> Result<String, ErrorClass> {
+    let trimmed = filter.trim_start();
+    if !trimmed.to_ascii_lowercase().starts_with("from ") {
+        return Err(ErrorClass::MalformedJob);
+    }
+    let rest = trimmed.split_once('|').map(|(_, rest)| rest.trim());
+    Ok(match rest {
+        Some(stages) => format!("FROM {test_index} | {stages} | STATS picket_count = COUNT(*)"),
+        None => format!("FROM {test_index} | STATS picket_count = COUNT(*)"),
+    })
 }
 
 impl ElasticConnector {
@@ -553,13 +597,52 @@ impl ElasticConnector {
             .elasticsearch
             .as_ref()
             .ok_or(ErrorClass::MalformedJob)?;
-        let url = http::join(base, &[&self.settings.test_index, "_count"])?;
         let (from, to) = window.rfc3339()?;
-        let body = json!({ "query": { "bool": { "filter": [
+        let bounds = json!([
             { "term": { "labels.picket": TEST_MARKER } },
             { "range": { "@timestamp": { "gte": from, "lte": to } } },
-            { "query_string": { "query": filter } },
-        ] } } });
+        ]);
+        match rule_type(filter).0 {
+            "esql" => {
+                let url = http::join(base, &["_query"])?;
+                let query = esql_count_query(filter, &self.settings.test_index)?;
+                let body = json!({ "query": query, "filter": { "bool": { "filter": bounds } } });
+                let reply: EsqlReply = self
+                    .call("count_esql", || {
+                        Ok(self.es(self.http.post(url.clone())).json(&body))
+                    })
+                    .await
+                    .map_err(|f| f.class)?
+                    .json()?;
+                return reply
+                    .values
+                    .first()
+                    .and_then(|row| row.first())
+                    .and_then(Value::as_u64)
+                    .ok_or(ErrorClass::SiemError);
+            }
+            "eql" => {
+                let url = http::join(base, &[&self.settings.test_index, "_eql", "search"])?;
+                // `size` above the most events a test case may inject, so the
+                // total is never cut short.
+                let body = json!({ "query": filter, "size": 1000, "filter": { "bool": { "filter": bounds } } });
+                let reply: EqlReply = self
+                    .call("count_eql", || {
+                        Ok(self.es(self.http.post(url.clone())).json(&body))
+                    })
+                    .await
+                    .map_err(|f| f.class)?
+                    .json()?;
+                return Ok(reply.hits.total.value);
+            }
+            _ => {}
+        }
+        let url = http::join(base, &[&self.settings.test_index, "_count"])?;
+        let mut clauses = bounds;
+        if let Some(list) = clauses.as_array_mut() {
+            list.push(json!({ "query_string": { "query": filter } }));
+        }
+        let body = json!({ "query": { "bool": { "filter": clauses } } });
         let reply: CountReply = self
             .call("count", || {
                 Ok(self.es(self.http.post(url.clone())).json(&body))

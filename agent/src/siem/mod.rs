@@ -133,7 +133,18 @@ pub(crate) fn with_run_tag(kind: Option<SiemKind>, filter: &str, tag: &str) -> S
         Some(SiemKind::Sentinel) => {
             format!("({filter}) and {RUN_FIELD} == \"{tag}\"")
         }
-        Some(SiemKind::Elastic) => format!("({filter}) AND {RUN_FIELD}:{tag}"),
+        Some(SiemKind::Elastic) => match elastic::rule_type(filter).0 {
+            // ES|QL: one more row filter stage.
+            "esql" => format!("{filter} | WHERE {RUN_FIELD} == \"{tag}\""),
+            // EQL event query: `<category> where (<condition>) and ...`.
+            "eql" => match filter.split_once(" where ") {
+                Some((category, condition)) => {
+                    format!("{category} where ({condition}) and {RUN_FIELD} == \"{tag}\"")
+                }
+                None => format!("{filter} and {RUN_FIELD} == \"{tag}\""),
+            },
+            _ => format!("({filter}) AND {RUN_FIELD}:{tag}"),
+        },
         _ => format!("{filter} {RUN_FIELD}={tag}"),
     }
 }
