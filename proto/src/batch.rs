@@ -101,6 +101,31 @@ pub struct DriftExpectation {
     pub expected: B64<32>,
 }
 
+/// Longest preview window: 7 days.
+pub const MAX_PREVIEW_WINDOW_SECS: u32 = 7 * 24 * 3600;
+
+/// A `preview_count` job: count what each rule's query matches on the
+/// SIEM's data over the last `window_secs` seconds. The agent answers one
+/// [`ItemOutcome`] per rule, `counted` with its `count`, or `failed` with an
+/// error class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The window, 60 s to [`MAX_PREVIEW_WINDOW_SECS`].
+    pub window_secs: u32,
+    /// At most [`MAX_BATCH_ITEMS`] rules.
+    pub rules: Vec<PreviewRule>,
+}
+
+/// One rule of a preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewRule {
+    /// The rule.
+    pub rule_id: Uuid,
+    /// The rule's query in the SIEM's language, as it would be deployed;
+    /// the connector turns it into a count over the window.
+    pub query: String,
+}
+
 /// Most bytes of one [`RemoteRule`] (the sum of its text fields).
 pub const MAX_REMOTE_RULE_BYTES: usize = 64 * 1024;
 
@@ -193,6 +218,9 @@ pub struct ItemOutcome {
     /// normalize it and the result's budget ([`MAX_REMOTE_RULES`]) allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<Box<RemoteRule>>,
+    /// Preview, `counted`: events the rule's query matched in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// The end state of one item.
@@ -223,6 +251,8 @@ pub enum ItemStatus {
     Drifted,
     /// Drift check: the rule is missing.
     Missing,
+    /// Preview: counted (see `count`).
+    Counted,
 }
 
 impl ItemStatus {
@@ -240,6 +270,7 @@ impl ItemStatus {
             ItemStatus::InSync => "in_sync",
             ItemStatus::Drifted => "drifted",
             ItemStatus::Missing => "missing",
+            ItemStatus::Counted => "counted",
         }
     }
 }

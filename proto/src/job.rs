@@ -97,6 +97,8 @@ pub enum JobKind {
     DriftCheck,
     /// Run a rule version's tests: inject sample events, count matches.
     TestRule,
+    /// Count what rules' queries match over a recent window (expected alert volume).
+    PreviewCount,
 }
 
 impl JobKind {
@@ -110,6 +112,7 @@ impl JobKind {
             JobKind::DeployBatch => "deploy_batch",
             JobKind::DriftCheck => "drift_check",
             JobKind::TestRule => "test_rule",
+            JobKind::PreviewCount => "preview_count",
         }
     }
 }
@@ -134,6 +137,7 @@ impl JobSpec {
             JobAction::DeployBatch { .. } => JobKind::DeployBatch,
             JobAction::DriftCheck { .. } => JobKind::DriftCheck,
             JobAction::TestRule { .. } => JobKind::TestRule,
+            JobAction::PreviewCount { .. } => JobKind::PreviewCount,
         }
     }
 }
@@ -369,6 +373,13 @@ pub enum JobAction {
     TestRule {
         /// The tests.
         test: crate::ruletest::RuleTest,
+    },
+    /// Count, per rule, the events its query matches over a recent window
+    /// on the SIEM's own data (the expected alert volume reviewers see):
+    /// counts only, never events.
+    PreviewCount {
+        /// The rules and the window.
+        preview: crate::batch::Preview,
     },
 }
 

@@ -40,6 +40,72 @@ pub fn test_filter(language: Language, query: &str) -> Result<String, String> {
     }
 }
 
+/// The query a preview counts with on the SIEM's own data (the expected
+/// alert volume): like [`test_filter`], but keeping the rule's source (SPL
+/// `index=`/`sourcetype=`, the KQL table, the ES|QL `FROM`), since the
+/// preview searches where the rule searches. SPL: the first stage and
+/// later `search` stages; KQL: the table and its `where` stages before the
+/// first `summarize`; ES|QL: `FROM` and the row-level stages up to the first
+/// `STATS`. Kibana KQL and EQL rules search the space's default index
+/// patterns, which the rule model does not carry: no preview.
+///
+/// # Errors
+/// A message saying why this query gets no preview.
+pub fn preview_query(language: Language, query: &str) -> Result<String, String> {
+    match language {
+        Language::Spl => {
+            let stages = top_level_stages(query);
+            let first = stages.first().map(|s| s.trim()).unwrap_or_default();
+            if first.is_empty() {
+                return Err("the query starts with a generating command; no preview".to_owned());
+            }
+            let mut out = vec![first.to_owned()];
+            for stage in stages.iter().skip(1) {
+                let s = stage.trim();
+                if s.starts_with("search ") {
+                    out.push(s.to_owned());
+                }
+            }
+            Ok(out.join(" | "))
+        }
+        Language::Kql => {
+            let body = query
+                .rsplit(';')
+                .find(|s| !s.trim().is_empty())
+                .unwrap_or(query);
+            let stages = top_level_stages(body);
+            let table = stages.first().map(|s| s.trim()).unwrap_or_default();
+            if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err("the query does not start with a table; no preview".to_owned());
+            }
+            let mut out = vec![table.to_owned()];
+            for stage in stages.iter().skip(1) {
+                let s = stage.trim();
+                if s.starts_with("summarize") {
+                    break;
+                }
+                if s.starts_with("where ") {
+                    out.push(s.to_owned());
+                }
+            }
+            Ok(out.join(" | "))
+        }
+        Language::Esql => {
+            let stages = top_level_stages(query);
+            let from = stages.first().map(|s| s.trim()).unwrap_or_default();
+            if !from.to_ascii_lowercase().starts_with("from ") {
+                return Err("the query has no `FROM` source".to_owned());
+            }
+            let filter = esql(query)?;
+            Ok(filter.replacen("FROM *", from, 1))
+        }
+        Language::Kuery | Language::Eql => Err(format!(
+            "{} rules search the Kibana space's default index patterns, which Picket does not know; no preview",
+            language.as_str()
+        )),
+    }
+}
+
 fn eql(query: &str) -> Result<String, String> {
     let stages = top_level_stages(query);
     let first = stages.first().map(|s| s.trim()).unwrap_or_default();
@@ -234,6 +300,37 @@ mod tests {
             test_filter(Language::Kuery, " event.code:4625 ").as_deref(),
             Ok("event.code:4625")
         );
+    }
+
+    #[test]
+    fn preview_queries_keep_the_source() {
+        assert_eq!(
+            preview_query(
+                Language::Spl,
+                "index=wineventlog EventCode=4625 | stats count by user | search user=alice"
+            )
+            .as_deref(),
+            Ok("index=wineventlog EventCode=4625 | search user=alice")
+        );
+        assert_eq!(
+            preview_query(
+                Language::Kql,
+                "SecurityEvent | where EventID == 4625 | summarize n = count() by Account | where n > 5"
+            )
+            .as_deref(),
+            Ok("SecurityEvent | where EventID == 4625")
+        );
+        assert_eq!(
+            preview_query(
+                Language::Esql,
+                "FROM logs-* | WHERE event.code == \"4625\" | LIMIT 5"
+            )
+            .as_deref(),
+            Ok("FROM logs-* | WHERE event.code == \"4625\"")
+        );
+        assert!(preview_query(Language::Kuery, "event.code:4625").is_err());
+        assert!(preview_query(Language::Eql, "process where true").is_err());
+        assert!(preview_query(Language::Spl, "| tstats count").is_err());
     }
 
     #[test]

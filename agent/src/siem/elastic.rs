@@ -653,6 +653,42 @@ impl ElasticConnector {
         Ok(reply.count)
     }
 
+    /// Counts the rows an ES|QL preview query (`FROM <its source> | <row
+    /// stages>`) matches in `window`, through `_query` with a row count
+    /// appended and the window as its `filter`. Kibana KQL and EQL rules get
+    /// no preview (their index patterns are the space's defaults).
+    ///
+    /// # Errors
+    /// `query_invalid` for anything but an ES|QL query; the call's class.
+    pub async fn preview_count(&self, query: &str, window: TimeWindow) -> Result<u64, ErrorClass> {
+        if rule_type(query).0 != "esql" {
+            return Err(ErrorClass::QueryInvalid);
+        }
+        let base = self
+            .elasticsearch
+            .as_ref()
+            .ok_or(ErrorClass::MalformedJob)?;
+        let url = http::join(base, &["_query"])?;
+        let (from, to) = window.rfc3339()?;
+        let body = json!({
+            "query": format!("{} | STATS picket_count = COUNT(*)", query.trim()),
+            "filter": { "range": { "@timestamp": { "gte": from, "lte": to } } },
+        });
+        let reply: EsqlReply = self
+            .call("preview_esql", || {
+                Ok(self.es(self.http.post(url.clone())).json(&body))
+            })
+            .await
+            .map_err(|f| f.class)?
+            .json()?;
+        reply
+            .values
+            .first()
+            .and_then(|row| row.first())
+            .and_then(Value::as_u64)
+            .ok_or(ErrorClass::SiemError)
+    }
+
     /// Reduces the rule's last execution to numbers (see the module docs).
     ///
     /// # Errors

@@ -506,6 +506,17 @@ impl Connector {
         dispatch!(self, c => c.count_test_matches(filter, window).await)
     }
 
+    /// Counts the events `query` (the rule's preview form, see
+    /// `picket_rules::preview_query`) matches on the SIEM's own data inside
+    /// `window`: the expected alert volume. A count, never events.
+    ///
+    /// # Errors
+    /// The call's class; a query form the connector cannot count with is
+    /// [`ErrorClass::QueryInvalid`].
+    pub async fn preview_count(&self, query: &str, window: TimeWindow) -> Result<u64, ErrorClass> {
+        dispatch!(self, c => c.preview_count(query, window).await)
+    }
+
     /// The rule's run health over `window`, as numbers.
     ///
     /// # Errors

@@ -712,6 +712,28 @@ impl SentinelConnector {
         number(&columns, &row, "Count").ok_or(ErrorClass::SiemError)
     }
 
+    /// Counts the rows the rule's table and `where` stages (`query`) match
+    /// in `window`: `<table> | where TimeGenerated between (..) | <where
+    /// stages> | count` through the Log Analytics query API.
+    ///
+    /// # Errors
+    /// The call's class; a query without a table is `query_invalid`.
+    pub async fn preview_count(&self, query: &str, window: TimeWindow) -> Result<u64, ErrorClass> {
+        let (from, to) = window.rfc3339()?;
+        let (table, rest) = match query.split_once('|') {
+            Some((table, rest)) => (table.trim(), format!(" | {}", rest.trim())),
+            None => (query.trim(), String::new()),
+        };
+        if table.is_empty() {
+            return Err(ErrorClass::QueryInvalid);
+        }
+        let kql = format!(
+            "{table} | where TimeGenerated between (datetime({from}) .. datetime({to})){rest} | count"
+        );
+        let (columns, row) = self.query("preview", &kql, window).await?;
+        number(&columns, &row, "Count").ok_or(ErrorClass::SiemError)
+    }
+
     /// Reduces the rule's `SentinelHealth` records in `window` to numbers.
     ///
     /// # Errors

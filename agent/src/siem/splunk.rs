@@ -538,6 +538,25 @@ impl SplunkConnector {
         row_number(&row, "count").ok_or(ErrorClass::SiemError)
     }
 
+    /// Counts the events the rule's search terms (`query`: its first stage
+    /// and `search` stages, with their `index=`) match in `window`:
+    /// `search <query> earliest=.. latest=.. | stats count`.
+    ///
+    /// # Errors
+    /// As [`Self::count_test_matches`].
+    pub async fn preview_count(&self, query: &str, window: TimeWindow) -> Result<u64, ErrorClass> {
+        let (first, rest) = match query.split_once('|') {
+            Some((first, rest)) => (first.trim(), format!(" | {}", rest.trim())),
+            None => (query.trim(), String::new()),
+        };
+        let search = format!(
+            "search {first} earliest={} latest={}{rest} | stats count",
+            window.from, window.to
+        );
+        let row = self.oneshot("preview", &search).await?;
+        row_number(&row, "count").ok_or(ErrorClass::SiemError)
+    }
+
     /// The saved search's scheduler records in the window, reduced to numbers.
     ///
     /// # Errors

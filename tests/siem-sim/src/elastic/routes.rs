@@ -904,21 +904,40 @@ fn dsl_filter(
     }
 }
 
-/// How many documents of `index` match.
+/// How many documents of the indices `pattern` names match: a name, or a
+/// comma-separated list of names and `prefix*` patterns (as ES|QL's `FROM`
+/// takes them). `None` when nothing matches the pattern.
 fn count_matching(
     shared: &Shared,
-    index: &str,
+    pattern: &str,
     conds: &[(String, String)],
     range: Option<(i64, i64)>,
 ) -> Option<usize> {
     let state = shared.lock();
-    let docs = state.indices.get(index)?;
-    Some(
-        docs.iter()
+    let wanted = |name: &str| {
+        pattern
+            .split(',')
+            .map(str::trim)
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == p,
+            })
+    };
+    let mut found = false;
+    let mut n = 0;
+    for (name, docs) in &state.indices {
+        if !wanted(name) {
+            continue;
+        }
+        found = true;
+        n += docs
+            .iter()
             .filter(|e| range.is_none_or(|(a, b)| e.time >= a && e.time <= b))
             .filter(|e| e.matches(conds))
-            .count(),
-    )
+            .count();
+    }
+    // A pattern with a wildcard matching no index is zero rows, as in Elasticsearch.
+    (found || pattern.contains('*')).then_some(n)
 }
 
 /// `POST /{index}/_eql/search`: event queries of the form `<category> where
