@@ -113,6 +113,7 @@ struct AgentsFile {
 struct JobsFile {
     ttl_secs: Option<u64>,
     drift_check_interval_secs: Option<u32>,
+    preview_on_request: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +281,10 @@ pub struct ServerConfig {
     /// (default 1800): how often every connection with deployed rules gets a
     /// `drift_check` job.
     pub drift_check_interval_secs: u32,
+    /// `jobs.preview_on_request` / `PICKET_PREVIEW_ON_REQUEST` (default
+    /// `false`): send a `preview_count` job (the expected alert volume) when
+    /// a deployment request is created or changed, not only when asked.
+    pub preview_on_request: bool,
     /// The audit log.
     pub audit: AuditConfig,
     /// Log format.
@@ -503,6 +508,23 @@ impl ServerConfig {
                 "expected 5 to 604800 (7 days)",
             ));
         }
+        let preview_on_request = match env.var("PICKET_PREVIEW_ON_REQUEST") {
+            Some(v) => match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(invalid(
+                        "PICKET_PREVIEW_ON_REQUEST",
+                        "expected true or false",
+                    ));
+                }
+            },
+            None => file
+                .jobs
+                .as_ref()
+                .and_then(|j| j.preview_on_request)
+                .unwrap_or(false),
+        };
         let job_ttl_secs = file.jobs.and_then(|j| j.ttl_secs).unwrap_or(15 * 60);
         if !(60..=7 * 24 * 3600).contains(&job_ttl_secs) {
             return Err(invalid("jobs.ttl_secs", "expected 60 to 604800 (7 days)"));
@@ -695,6 +717,7 @@ impl ServerConfig {
             admission_burst,
             job_ttl_secs,
             drift_check_interval_secs,
+            preview_on_request,
             audit: AuditConfig {
                 checkpoint_secs,
                 retention_days,

@@ -122,6 +122,7 @@ const MATRIX: &[(&str, &str, Need)] = &[
     ("POST", "/v1/rules/{id}/drift/resolve", Need::Request),
     ("POST", "/v1/connections/{id}/drift-check", Need::Request),
     ("POST", "/v1/deployments/{id}/withdraw", Need::Request),
+    ("POST", "/v1/deployments/{id}/preview", Need::Request),
 ];
 
 /// Routes served outside the JSON API document, and why.

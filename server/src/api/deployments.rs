@@ -35,6 +35,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/v1/deployments/{id}/sign-off", post(sign_off))
         .route("/v1/deployments/{id}/withdraw", post(withdraw))
+        .route("/v1/deployments/{id}/preview", post(preview))
         .route("/v1/breakglass-reviews", get(list_reviews))
         .route("/v1/notifications", get(list_notifications))
         .route("/v1/approval-policy", get(show_policy).put(set_policy))
@@ -213,6 +214,27 @@ pub struct ItemView {
     /// record`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<drift::Current>,
+    /// The expected alert volume (`deploy` items): what the rule's query
+    /// matched on the SIEM's data over the last `window_secs`; absent until
+    /// a preview was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewView>,
+}
+
+/// A deploy item's preview count.
+#[derive(Serialize, ToSchema)]
+pub struct PreviewView {
+    /// `queued` (the agent is counting), `counted`, `failed` or
+    /// `unsupported` (the query has no preview form).
+    pub status: String,
+    /// Events matched, when `counted`.
+    pub count: Option<i64>,
+    /// The window counted over, seconds.
+    pub window_secs: Option<i32>,
+    /// The agent's error class (`failed`) or why there is none (`unsupported`).
+    pub error: Option<String>,
+    /// When the status last changed (RFC 3339).
+    pub at: Option<String>,
 }
 
 impl From<deployment_item::Model> for ItemView {
@@ -226,6 +248,13 @@ impl From<deployment_item::Model> for ItemView {
             error_class: i.error_class,
             content_hash: i.content_hash,
             current: None,
+            preview: i.preview_status.map(|status| PreviewView {
+                status,
+                count: i.preview_count,
+                window_secs: i.preview_window_secs,
+                error: i.preview_error,
+                at: i.preview_at.map(rfc3339),
+            }),
         }
     }
 }
@@ -551,6 +580,24 @@ pub async fn withdraw(
 ) -> ApiResult<Json<DeploymentView>> {
     let d = deployments::withdraw(&state.db, &user, id, req.comment).await?;
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
+}
+
+/// Asks the agent for a new preview count of a request awaiting a
+/// decision: per `deploy` item, what the rule's query matches on the SIEM's
+/// data over the last 24 h (the expected alert volume). The answer arrives
+/// in the items' `preview`.
+#[utoipa::path(post, path = "/v1/deployments/{id}/preview", params(("id" = Uuid, Path)),
+    responses((status = 202, body = DeploymentView), (status = 404), (status = 409)))]
+pub async fn preview(
+    State(state): State<AppState>,
+    user: Auth<perm::RequestDeployment>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<DeploymentView>)> {
+    let d = deployments::preview(&state, &user, id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(full_view(&state, user.tenant_id, d).await?),
+    ))
 }
 
 /// A sign-off.

@@ -66,6 +66,7 @@ use crate::AppState;
         super::deployments::rollback,
         super::deployments::sign_off,
         super::deployments::withdraw,
+        super::deployments::preview,
         super::deployments::list_reviews,
         super::deployments::list_notifications,
         super::deployments::show_policy,

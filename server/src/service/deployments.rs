@@ -222,6 +222,12 @@ async fn insert_items(
             status: Set("queued".into()),
             error_class: Set(None),
             content_hash: Set(None),
+            preview_job_id: Set(None),
+            preview_status: Set(None),
+            preview_count: Set(None),
+            preview_window_secs: Set(None),
+            preview_error: Set(None),
+            preview_at: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -298,6 +304,9 @@ pub async fn request(
     )
     .await?;
     let mut wake = None;
+    if !dispatch_now && state.config.preview_on_request {
+        wake = start_preview(&txn, state, &d).await?;
+    }
     let d = if dispatch_now {
         if let Some(reason) = breakglass_reason {
             breakglass_records(&txn, user, &d, reason).await?;
@@ -313,6 +322,176 @@ pub async fn request(
         state.registry.wake(a);
     }
     Ok(d)
+}
+
+/// The window a preview counts over: the last 24 hours.
+pub const PREVIEW_WINDOW_SECS: u32 = 24 * 3600;
+
+/// Sends one `preview_count` job for the `deploy` items of `d` (the others
+/// change no query), in `txn`: each item whose query has a preview form
+/// (`picket_rules::preview_query`) is marked `queued` with the job, the
+/// others `unsupported` with the reason. Returns the agent to wake, or
+/// `None` when no job was sent (nothing to count, or the agent is revoked:
+/// items are then `failed` with `agent_revoked`).
+///
+/// # Errors
+/// On storage failure.
+pub async fn start_preview(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    d: &deployment::Model,
+) -> ApiResult<Option<Uuid>> {
+    use picket_proto::{Preview, PreviewRule};
+    let scope = TenantScope::new(d.tenant_id);
+    let now = unix_now();
+    let mut rules = Vec::new();
+    let mut queued = Vec::new();
+    for it in items(txn, d.tenant_id, d.id).await? {
+        if it.action != Action::Deploy.as_str() {
+            continue;
+        }
+        let v = scope
+            .get::<rule_version::Entity>(txn, it.rule_version_id, "rule version")
+            .await?;
+        let language =
+            picket_rules::Language::parse(&v.language).unwrap_or(picket_rules::Language::Spl);
+        match picket_rules::preview_query(language, &v.query) {
+            Ok(query) => {
+                rules.push(PreviewRule {
+                    rule_id: it.rule_id,
+                    query,
+                });
+                queued.push(it);
+            }
+            Err(why) => {
+                set_preview(txn, it, "unsupported", None, Some(why), None, now).await?;
+            }
+        }
+    }
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let c = connections::get(txn, d.tenant_id, d.connection_id).await?;
+    let a = scope.get::<agent::Entity>(txn, c.agent_id, "agent").await?;
+    if a.revoked_at.is_some() {
+        for it in queued {
+            let why = Some("agent_revoked".to_owned());
+            set_preview(txn, it, "failed", None, why, None, now).await?;
+        }
+        return Ok(None);
+    }
+    let spec = JobSpec {
+        target: connections::target_for_job(txn, &state.keys, &c).await?,
+        action: JobAction::PreviewCount {
+            preview: Preview {
+                window_secs: PREVIEW_WINDOW_SECS,
+                rules,
+            },
+        },
+    };
+    // No deployment id on the job: its acknowledgement and result must not
+    // move the request's own status.
+    let j = jobs::enqueue(txn, &state.keys, &a, &spec, None, state.config.job_ttl_secs).await?;
+    drop(spec);
+    for it in queued {
+        set_preview(txn, it, "queued", None, None, Some(j.id), now).await?;
+    }
+    Ok(Some(a.id))
+}
+
+#[allow(clippy::too_many_arguments)] // one row's preview columns, set together
+async fn set_preview(
+    txn: &impl ConnectionTrait,
+    it: deployment_item::Model,
+    status: &str,
+    count: Option<u64>,
+    error: Option<String>,
+    job_id: Option<Uuid>,
+    now: i64,
+) -> ApiResult<()> {
+    let keep_job = it.preview_job_id;
+    let mut am: deployment_item::ActiveModel = it.into();
+    am.preview_status = Set(Some(status.to_owned()));
+    am.preview_count = Set(count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
+    am.preview_error = Set(error);
+    am.preview_job_id = Set(job_id.or(keep_job));
+    am.preview_window_secs = Set(Some(i32::try_from(PREVIEW_WINDOW_SECS).unwrap_or(i32::MAX)));
+    am.preview_at = Set(Some(now));
+    am.update(txn).await?;
+    Ok(())
+}
+
+/// Asks for a new preview of a request awaiting a decision (the last one
+/// may be stale, or was never run); audited `deployment.preview`.
+///
+/// # Errors
+/// 404 outside the tenant; 409 `not_pending` once decided or dispatched.
+pub async fn preview(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+) -> ApiResult<deployment::Model> {
+    let txn = state.db.begin().await?;
+    let d = user
+        .scope()
+        .get::<deployment::Entity>(&txn, id, "deployment")
+        .await?;
+    if !matches!(d.status.as_str(), "pending_approval" | "changes_requested") {
+        return Err(ApiError::conflict(
+            "not_pending",
+            format!(
+                "deployment is {}; previews are for requests awaiting a decision",
+                d.status
+            ),
+        ));
+    }
+    let wake = start_preview(&txn, state, &d).await?;
+    audit::record(&txn, user.event("deployment.preview", "deployment", d.id)).await?;
+    txn.commit().await?;
+    if let Some(a) = wake {
+        state.registry.wake(a);
+    }
+    Ok(d)
+}
+
+/// Stores what a `preview_count` job counted, on the items it was sent for
+/// (an item asked again since keeps only the newer job's answer). Called in
+/// the transaction that records the job's result.
+///
+/// # Errors
+/// On storage failure.
+pub async fn apply_preview(
+    txn: &impl ConnectionTrait,
+    job_id: Uuid,
+    r: &JobResult,
+) -> ApiResult<()> {
+    let waiting = deployment_item::Entity::find()
+        .filter(deployment_item::Column::PreviewJobId.eq(job_id))
+        .filter(deployment_item::Column::PreviewStatus.eq("queued"))
+        .all(txn)
+        .await?;
+    let now = unix_now();
+    let outcomes: &[ItemOutcome] = r.items.as_deref().unwrap_or(&[]);
+    for it in waiting {
+        let found = outcomes.iter().find(|o| o.rule_id == it.rule_id);
+        match found {
+            Some(o) if o.status == ItemStatus::Counted && o.count.is_some() => {
+                set_preview(txn, it, "counted", o.count, None, None, now).await?;
+            }
+            Some(o) => {
+                let class = o.error_class.map(|c| c.as_str().to_owned());
+                set_preview(txn, it, "failed", None, class, None, now).await?;
+            }
+            None => {
+                // The whole job failed or was refused (policy, expiry...).
+                let class = r
+                    .error_class
+                    .map_or_else(|| "internal".to_owned(), |c| c.as_str().to_owned());
+                set_preview(txn, it, "failed", None, Some(class), None, now).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The review task and the notice every Admin sees, for a breakglass deployment.

@@ -326,6 +326,9 @@ pub async fn record_result(
     if j.kind == JobKind::DriftCheck.as_str() {
         crate::service::drift::apply_result(&txn, &j, r).await?;
     }
+    if j.kind == JobKind::PreviewCount.as_str() {
+        crate::service::deployments::apply_preview(&txn, j.id, r).await?;
+    }
     // A `test_rule` job's per-case counts (issue 6, rule side).
     crate::service::rules::record_test_result(&txn, tenant_id, agent_id, r).await?;
     audit::record(

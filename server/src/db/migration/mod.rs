@@ -14,7 +14,7 @@ mod m20261123_000009_deployment_batches;
 mod m20261123_000010_console;
 mod m20261123_000011_scale;
 mod m20261124_000014_require_tests;
-mod m20261124_000015_drift_content;
+mod m20261124_000015_drift_content_and_previews;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -34,7 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000011_scale::Migration),
             Box::new(m20261123_000010_console::Migration),
             Box::new(m20261124_000014_require_tests::Migration),
-            Box::new(m20261124_000015_drift_content::Migration),
+            Box::new(m20261124_000015_drift_content_and_previews::Migration),
         ]
     }
 }
