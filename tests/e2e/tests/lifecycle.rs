@@ -962,3 +962,80 @@ async fn accept_remote_records_the_siems_version() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(search_of(&s, &a), Some(query(1)));
 }
+
+/// The expected alert volume: asked for on a request awaiting a decision,
+/// the agent counts what the rule's query (its search terms, with their
+/// index) matched on the SIEM's own events over the last 24 h, and the
+/// count appears on the item. A query with no preview form says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_counts_the_expected_alert_volume() {
+    let s = stack().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let event = |secs_ago: i64, user: &str| picket_siem_sim::splunk::StoredEvent {
+        time: now - secs_ago,
+        fields: [
+            ("index", "wineventlog"),
+            ("EventCode", "4625"),
+            ("user", user),
+            ("host", "dc1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    };
+    s.sim.insert_events(vec![
+        event(60, "u1"),
+        event(3600, "u1"),
+        event(7200, "u1"),
+        event(600, "u2"),
+        // Older than the 24 h window.
+        event(2 * 86_400, "u1"),
+    ]);
+    let (a, _) = s.create_rule("A", &query(1)).await.unwrap();
+    let (b, _) = s
+        .create_rule("B", "| tstats count where index=wineventlog")
+        .await
+        .unwrap();
+    let d = request_items(
+        &s,
+        json!([{ "rule_id": a, "version": 1 }, { "rule_id": b, "version": 1 }]),
+        false,
+    )
+    .await;
+    assert!(
+        d["items"][0].get("preview").is_none(),
+        "not asked for yet (jobs.preview_on_request is off): {d}"
+    );
+    let id = d["id"].as_str().unwrap().to_owned();
+    let (st, asked) = s
+        .requester
+        .post(&format!("/v1/deployments/{id}/preview"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(st, 202, "{asked}");
+    assert_eq!(asked["items"][0]["preview"]["status"], "queued", "{asked}");
+    assert_eq!(
+        asked["items"][1]["preview"]["status"], "unsupported",
+        "{asked}"
+    );
+    assert!(
+        asked["items"][1]["preview"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("generating command"),
+        "{asked}"
+    );
+    let done = wait::until("the preview count", FINISH, || async {
+        let v = s.admin.get_ok(&format!("/v1/deployments/{id}")).await?;
+        Ok((v["items"][0]["preview"]["status"] != "queued").then_some(v))
+    })
+    .await
+    .unwrap();
+    let p = &done["items"][0]["preview"];
+    assert_eq!(p["status"], "counted", "{done}");
+    assert_eq!(p["count"], 3, "u1's events of the last 24 h: {done}");
+    assert_eq!(p["window_secs"], 86_400);
+    // The request itself is untouched by the preview job.
+    assert_eq!(done["status"], "pending_approval", "{done}");
+    assert!(done["job_id"].is_null(), "{done}");
+}
