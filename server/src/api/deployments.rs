@@ -19,6 +19,7 @@ use crate::db::entity::{
 use crate::error::{ApiError, ApiResult};
 use crate::service::deployments::{self, Action, Decision, ItemRequest, NewRequest};
 use crate::service::drift::{self, Resolution};
+use crate::service::rules;
 use crate::time::rfc3339;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -219,6 +220,11 @@ pub struct ItemView {
     /// a preview was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview: Option<PreviewView>,
+    /// While the request awaits a decision (detail views): the latest test
+    /// run of this version on the request's connection, with its per-case
+    /// results (what the test gate will judge); `null` when never run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<Option<super::rules::TestRunView>>,
 }
 
 /// A deploy item's preview count.
@@ -255,6 +261,7 @@ impl From<deployment_item::Model> for ItemView {
                 error: i.preview_error,
                 at: i.preview_at.map(rfc3339),
             }),
+            tests: None,
         }
     }
 }
@@ -388,20 +395,25 @@ async fn full_view(
     let approvals = deployments::approvals(&state.db, tenant_id, d.id).await?;
     let review = deployments::review_of(&state.db, tenant_id, d.id).await?;
     let awaiting = matches!(d.status.as_str(), "pending_approval" | "changes_requested");
-    let mut currents = Vec::new();
+    let mut extras = Vec::new();
     if awaiting {
         for it in &items {
             let proposed = crate::service::scope::TenantScope::new(tenant_id)
                 .get::<rule_version::Entity>(&state.db, it.rule_version_id, "rule version")
                 .await?;
-            currents.push(
-                drift::current_against(&state.db, tenant_id, d.connection_id, &proposed).await?,
-            );
+            let current =
+                drift::current_against(&state.db, tenant_id, d.connection_id, &proposed).await?;
+            let tests =
+                rules::latest_test_run(&state.db, tenant_id, it.rule_version_id, d.connection_id)
+                    .await?
+                    .map(Into::into);
+            extras.push((current, tests));
         }
     }
     let mut v = view(d, items, approvals, review);
-    for (item, current) in v.items.iter_mut().zip(currents) {
+    for (item, (current, tests)) in v.items.iter_mut().zip(extras) {
         item.current = Some(current);
+        item.tests = Some(tests);
     }
     Ok(v)
 }

@@ -790,6 +790,26 @@ impl From<GateFailure> for ApiError {
     }
 }
 
+/// The latest test run of a version on a connection, if any.
+///
+/// # Errors
+/// On storage failure.
+pub async fn latest_test_run(
+    conn: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    rule_version_id: Uuid,
+    connection_id: Uuid,
+) -> ApiResult<Option<rule_test_run::Model>> {
+    Ok(TenantScope::new(tenant_id)
+        .find::<rule_test_run::Entity>()
+        .filter(rule_test_run::Column::RuleVersionId.eq(rule_version_id))
+        .filter(rule_test_run::Column::ConnectionId.eq(connection_id))
+        .order_by_desc(rule_test_run::Column::CreatedAt)
+        .order_by_desc(rule_test_run::Column::Id)
+        .one(conn)
+        .await?)
+}
+
 /// The test gate of deployment approvals: every included version that has
 /// test cases must have a latest test run on `connection_id` that passed.
 /// A version without test cases passes (there is nothing to run; the
@@ -823,14 +843,7 @@ pub async fn tests_gate(
             }
             continue;
         }
-        let latest = scope
-            .find::<rule_test_run::Entity>()
-            .filter(rule_test_run::Column::RuleVersionId.eq(v.id))
-            .filter(rule_test_run::Column::ConnectionId.eq(connection_id))
-            .order_by_desc(rule_test_run::Column::CreatedAt)
-            .order_by_desc(rule_test_run::Column::Id)
-            .one(txn)
-            .await?;
+        let latest = latest_test_run(txn, tenant_id, v.id, connection_id).await?;
         let reason = match latest.as_ref().map(|r| r.status.as_str()) {
             Some("passed") => continue,
             None => "tests_missing",

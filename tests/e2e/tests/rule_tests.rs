@@ -199,8 +199,18 @@ async fn splunk_tests_pass_and_fail_and_gate_approval() {
             )
     );
 
-    // v2 failed its tests: approval is refused with a precise 409.
+    // v2 failed its tests: reviewers see the run with its cases on the
+    // request, and approval is refused with a precise 409.
     let dep = request(&s, &rule_id, 2, &conn).await;
+    let shown = s
+        .approver
+        .get_ok(&format!("/v1/deployments/{dep}"))
+        .await
+        .unwrap();
+    let tests = &shown["items"][0]["tests"];
+    assert_eq!(tests["status"], "failed", "{shown}");
+    assert_eq!(tests["version"], 2, "{shown}");
+    assert_eq!(tests["cases"][1]["passed"], false, "{shown}");
     let (status, body) = s
         .approver
         .post(&format!("/v1/deployments/{dep}/approve"), json!({}))
