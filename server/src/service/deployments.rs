@@ -399,7 +399,6 @@ pub async fn start_preview(
     Ok(Some(a.id))
 }
 
-#[allow(clippy::too_many_arguments)] // one row's preview columns, set together
 async fn set_preview(
     txn: &impl ConnectionTrait,
     it: deployment_item::Model,
