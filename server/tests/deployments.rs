@@ -346,7 +346,7 @@ async fn requester_and_authors_cannot_reject_or_request_changes_and_the_requeste
             "PUT",
             &format!("/v1/deployments/{d}"),
             Some(&t.requester),
-            Some(body),
+            Some(json!({ "items": body["items"] })),
             &[],
         )
         .await;
