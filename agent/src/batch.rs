@@ -1,5 +1,5 @@
-//! Atomic deployment batches, dry runs and drift checks (`deploy_batch`,
-//! `drift_check` jobs).
+//! Atomic deployment batches, dry runs, drift checks and previews
+//! (`deploy_batch`, `drift_check`, `preview_count` jobs).
 //!
 //! A batch is applied item by item, in order. Before touching a rule the
 //! worker reads its state on the SIEM (present, with its content hash, or
@@ -19,6 +19,12 @@
 //! `failed` with the failing item's class; no item stays applied unless its
 //! revert failed, which the outcome says.
 //!
+//! A drift check reads each rule's content hash; for a drifted rule it also
+//! reads the rule's content, normalized back to the rule model by the
+//! connector ([`Connector::read_rule`]), for at most
+//! [`MAX_REMOTE_RULES`] rules per check, so the server can offer "accept
+//! remote".
+//!
 //! Every SIEM call has its own deadline (the agent's `siem_timeout`) and is
 //! retried twice on a transient class, so a slow item cannot stop the batch
 //! before its reverts run.
@@ -28,7 +34,7 @@ use std::time::Duration;
 
 use picket_proto::{
     B64, Batch, BatchItem, BatchOp, DriftCheck, ErrorClass, ItemOutcome, ItemStatus,
-    MAX_BATCH_ITEMS,
+    MAX_BATCH_ITEMS, MAX_PREVIEW_WINDOW_SECS, MAX_REMOTE_RULES, Preview,
 };
 
 use crate::siem::Connector;
@@ -144,6 +150,8 @@ fn outcome(item: &BatchItem, status: ItemStatus) -> ItemOutcome {
         status,
         error_class: None,
         content_hash: None,
+        remote: None,
+        count: None,
     }
 }
 
@@ -275,23 +283,50 @@ pub async fn run_drift_check(
     }
     let mut outcomes = Vec::with_capacity(check.rules.len());
     let mut failure = None;
+    let mut remote_budget = MAX_REMOTE_RULES;
     for r in &check.rules {
         let base = ItemOutcome {
             rule_id: r.rule_id,
             status: ItemStatus::InSync,
             error_class: None,
             content_hash: None,
+            remote: None,
+            count: None,
         };
         outcomes.push(match call(deadline, || c.content_hash(&r.rule_id)).await {
             Ok(h) if h == r.expected.0 => ItemOutcome {
                 content_hash: Some(B64(h)),
                 ..base
             },
-            Ok(h) => ItemOutcome {
-                status: ItemStatus::Drifted,
-                content_hash: Some(B64(h)),
-                ..base
-            },
+            Ok(h) => {
+                // The drifted rule's content, for "accept remote": best
+                // effort (a read or normalization failure leaves the hash
+                // alone to tell the drift) and within the result's budget.
+                let remote = if remote_budget > 0 {
+                    match call(deadline, || c.read_rule(&r.rule_id)).await {
+                        Ok(rule) if rule.within_bounds() => {
+                            remote_budget -= 1;
+                            Some(Box::new(rule))
+                        }
+                        Ok(_) => None,
+                        Err(class) => {
+                            tracing::debug!(
+                                error_class = class.as_str(),
+                                "cannot read a drifted rule's content"
+                            );
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                ItemOutcome {
+                    status: ItemStatus::Drifted,
+                    content_hash: Some(B64(h)),
+                    remote,
+                    ..base
+                }
+            }
             Err(ErrorClass::NotFound) => ItemOutcome {
                 status: ItemStatus::Missing,
                 ..base
@@ -309,14 +344,61 @@ pub async fn run_drift_check(
     (failure, outcomes)
 }
 
+/// Counts, per rule, what its preview query matches over the last
+/// `window_secs` (a `preview_count` job). One outcome per rule: `counted`
+/// with the count, or `failed` with the class; a failing rule does not stop
+/// the others, and the job fails with the first class.
+pub async fn run_preview(
+    c: &Connector,
+    deadline: Duration,
+    preview: &Preview,
+) -> (Option<ErrorClass>, Vec<ItemOutcome>) {
+    if preview.rules.is_empty()
+        || preview.rules.len() > MAX_BATCH_ITEMS
+        || !(60..=MAX_PREVIEW_WINDOW_SECS).contains(&preview.window_secs)
+    {
+        return (Some(ErrorClass::MalformedJob), Vec::new());
+    }
+    let window = crate::siem::TimeWindow::last(i64::from(preview.window_secs));
+    let mut outcomes = Vec::with_capacity(preview.rules.len());
+    let mut failure = None;
+    for r in &preview.rules {
+        let base = ItemOutcome {
+            rule_id: r.rule_id,
+            status: ItemStatus::Counted,
+            error_class: None,
+            content_hash: None,
+            remote: None,
+            count: None,
+        };
+        outcomes.push(
+            match call(deadline, || c.preview_count(&r.query, window)).await {
+                Ok(n) => ItemOutcome {
+                    count: Some(n),
+                    ..base
+                },
+                Err(class) => {
+                    failure.get_or_insert(class);
+                    ItemOutcome {
+                        status: ItemStatus::Failed,
+                        error_class: Some(class),
+                        ..base
+                    }
+                }
+            },
+        );
+    }
+    (failure, outcomes)
+}
+
 #[cfg(test)]
 mod tests {
     // Test code: a failed unwrap is a test failure at its exact line.
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use picket_proto::{
-        Credential, DriftExpectation, PreviousState, RuleSpec, Schedule, Severity, SiemSettings,
-        SiemTarget, SplunkSettings, managed_rule_name,
+        Credential, DriftExpectation, PreviewRule, PreviousState, RuleSpec, Schedule, Severity,
+        SiemSettings, SiemTarget, SplunkSettings, managed_rule_name,
     };
     use picket_siem_sim::splunk::{SplunkSim, SplunkSimHandle};
     use uuid::Uuid;
@@ -455,7 +537,7 @@ mod tests {
             [ItemStatus::Applied, ItemStatus::Applied]
         );
         // The hash each item reports is what a drift check will find.
-        for (id, o) in [(a, outcomes[0]), (b, outcomes[1])] {
+        for (id, o) in [(a, &outcomes[0]), (b, &outcomes[1])] {
             assert_eq!(
                 o.content_hash.unwrap().0,
                 c.content_hash(&id).await.unwrap()
@@ -548,6 +630,93 @@ mod tests {
         );
         assert_ne!(outcomes[1].content_hash.unwrap().0, hb);
         assert_eq!(outcomes[2].content_hash, None);
+        // Only the drifted rule comes back with its content, normalized.
+        let remote = outcomes[1].remote.as_deref().unwrap();
+        assert_eq!(remote.query, "index=*");
+        assert_eq!(remote.title, "Rule v1");
+        assert_eq!(remote.schedule.cron.as_deref(), Some("*/5 * * * *"));
+        assert_eq!(remote.schedule.earliest.as_deref(), Some("-5m"));
+        assert_eq!(remote.severity, Severity::High);
+        assert!(outcomes[0].remote.is_none() && outcomes[2].remote.is_none());
+    }
+
+    #[tokio::test]
+    async fn drift_results_carry_at_most_the_remote_budget() {
+        let (sim, c) = setup().await;
+        let ids: Vec<Uuid> = (0..MAX_REMOTE_RULES + 2).map(|_| Uuid::now_v7()).collect();
+        let mut rules = Vec::new();
+        for id in &ids {
+            let h = c.deploy(&rule(*id, 1)).await.unwrap();
+            let mut edited = sim.saved_search(&managed_rule_name(id)).unwrap();
+            edited
+                .content
+                .insert("search".into(), "index=edited".into());
+            sim.insert_saved_search(edited);
+            rules.push(DriftExpectation {
+                rule_id: *id,
+                expected: B64(h),
+            });
+        }
+        let (failure, outcomes) = run_drift_check(&c, DEADLINE, &DriftCheck { rules }).await;
+        assert_eq!(failure, None);
+        assert!(outcomes.iter().all(|o| o.status == ItemStatus::Drifted));
+        let with = outcomes.iter().filter(|o| o.remote.is_some()).count();
+        assert_eq!(with, MAX_REMOTE_RULES);
+    }
+
+    #[tokio::test]
+    async fn previews_count_per_rule_and_report_failures_per_rule() {
+        let (sim, c) = setup().await;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let event = |secs_ago: i64, user: &str| picket_siem_sim::common::StoredEvent {
+            time: now - secs_ago,
+            fields: [("index", "main"), ("EventCode", "4625"), ("user", user)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        sim.insert_events(vec![
+            event(60, "alice"),
+            event(120, "alice"),
+            event(180, "bob"),
+            event(2 * 86_400, "alice"),
+        ]);
+        let (a, b, bad) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let preview = Preview {
+            window_secs: 86_400,
+            rules: vec![
+                PreviewRule {
+                    rule_id: a,
+                    query: "index=main EventCode=4625 user=alice".into(),
+                },
+                PreviewRule {
+                    rule_id: b,
+                    query: "index=main EventCode=4625 | search user=bob".into(),
+                },
+                PreviewRule {
+                    rule_id: bad,
+                    query: "index=main mimikatz".into(),
+                },
+            ],
+        };
+        let (failure, outcomes) = run_preview(&c, DEADLINE, &preview).await;
+        assert_eq!(outcomes[0].status, ItemStatus::Counted);
+        assert_eq!(
+            outcomes[0].count,
+            Some(2),
+            "the old event is outside the window"
+        );
+        assert_eq!(outcomes[1].count, Some(1));
+        assert_eq!(outcomes[2].status, ItemStatus::Failed);
+        assert_eq!(failure, outcomes[2].error_class);
+        let too_long = Preview {
+            window_secs: MAX_PREVIEW_WINDOW_SECS + 1,
+            ..preview
+        };
+        assert_eq!(
+            run_preview(&c, DEADLINE, &too_long).await.0,
+            Some(ErrorClass::MalformedJob)
+        );
     }
 
     #[tokio::test]

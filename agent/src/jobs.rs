@@ -483,6 +483,9 @@ impl Worker {
             picket_proto::JobAction::DriftCheck { check } => {
                 Some(crate::batch::run_drift_check(&connector, self.siem_timeout, check).await)
             }
+            picket_proto::JobAction::PreviewCount { preview } => {
+                Some(crate::batch::run_preview(&connector, self.siem_timeout, preview).await)
+            }
             _ => None,
         };
         if let picket_proto::JobAction::RuleHealth { check } = &spec.action {

@@ -343,3 +343,149 @@ async fn health_comes_from_the_last_execution() {
     assert_eq!(h.gap_ms, Some(60_000));
     assert_eq!((h.results_total, h.alerts_fired), (None, None));
 }
+
+/// Monitoring mode: an enabled building-block rule without actions, tagged
+/// `picket-monitoring`; its hash differs from the active one and equals
+/// what a read-back finds; promotion (an active deploy, a full replace)
+/// clears all of it.
+#[tokio::test]
+async fn monitoring_mode_is_a_building_block_rule_without_actions_until_promoted() {
+    let sim = start_sim().await;
+    let c = connector(&sim.base_url());
+    let id = Uuid::now_v7();
+    let name = managed_rule_name(&id);
+    let r = rule(id, "event.code:4625 and user.name:alice");
+
+    let monitored = c.deploy_mode(&r, true).await.expect("deploy monitored");
+    let stored = sim.rule(&name).expect("created");
+    assert!(stored.enabled(), "it still runs");
+    assert_eq!(stored.body["building_block_type"], "default");
+    assert_eq!(stored.body["actions"], json!([]));
+    assert_eq!(stored.body["tags"], json!(["picket", "picket-monitoring"]));
+    assert_eq!(c.content_hash(&id).await, Ok(monitored));
+    assert_eq!(c.expected_hash(&r, true), Ok(monitored));
+    let active = c.expected_hash(&r, false).unwrap();
+    assert_ne!(monitored, active, "the modes hash apart");
+
+    // Redeploying monitored is idempotent (update path after the 409).
+    assert_eq!(c.deploy_mode(&r, true).await, Ok(monitored));
+
+    // Promotion: the same version, active.
+    assert_eq!(c.deploy_mode(&r, false).await, Ok(active));
+    let stored = sim.rule(&name).unwrap();
+    assert!(stored.body.get("building_block_type").is_none());
+    assert_eq!(stored.body["tags"], json!(["picket"]));
+    assert_eq!(c.content_hash(&id).await, Ok(active));
+
+    // Someone turning the rule into a building block in Kibana: drift.
+    let mut edited = stored.body.clone();
+    edited["building_block_type"] = json!("default");
+    sim.insert_rule("default", edited);
+    assert_ne!(c.content_hash(&id).await, Ok(active));
+}
+
+/// `read_rule` normalizes a detection rule back to the rule model: what
+/// Picket deployed reads back as the rule it came from (severity incl. the
+/// info risk score, `interval`/`from`, no "Managed by Picket" note), and an
+/// edit in Kibana shows in it.
+#[tokio::test]
+async fn read_rule_normalizes_the_rule_back_to_the_rule_model() {
+    let sim = start_sim().await;
+    let c = connector(&sim.base_url());
+    let id = Uuid::now_v7();
+    let name = managed_rule_name(&id);
+    let mut r = rule(id, "process where process.name == \"mimikatz.exe\"");
+    r.severity = Severity::Info;
+    c.deploy(&r).await.expect("deploy");
+    let got = c.read_rule(&id).await.expect("read");
+    assert_eq!(got.title, r.title);
+    assert_eq!(got.description, r.description);
+    assert_eq!(got.severity, Severity::Info);
+    assert_eq!(got.query, r.query);
+    assert_eq!(got.schedule.frequency.as_deref(), Some("5m"));
+    assert_eq!(got.schedule.lookback.as_deref(), Some("now-10m"));
+    assert!(!got.monitoring);
+    assert!(got.enabled);
+
+    let mut edited = sim.rule(&name).unwrap().body;
+    edited["query"] = json!("event.code:4740");
+    edited["severity"] = json!("low");
+    edited["risk_score"] = json!(21);
+    edited["interval"] = json!("1h");
+    edited["building_block_type"] = json!("default");
+    sim.insert_rule("default", edited);
+    let got = c.read_rule(&id).await.expect("read");
+    assert_eq!(got.query, "event.code:4740");
+    assert_eq!(got.severity, Severity::Low);
+    assert_eq!(got.schedule.frequency.as_deref(), Some("1h"));
+    assert!(got.monitoring);
+    c.delete(&id).await.expect("delete");
+    assert_eq!(c.read_rule(&id).await, Err(ErrorClass::NotFound));
+}
+
+/// EQL event queries are counted with `_eql/search`, ES|QL filters with
+/// `_query` (the source replaced by the test index), both bounded to the
+/// test events (`labels.picket`) and the window.
+#[tokio::test]
+async fn eql_and_esql_test_filters_are_counted_within_the_window_only() {
+    let sim = start_sim().await;
+    let c = connector(&sim.base_url());
+    let process = |secs_ago: i64, user: &str| {
+        let mut e = event(secs_ago, user);
+        e.fields.insert("event.category".into(), "process".into());
+        e
+    };
+    assert_eq!(
+        c.inject_test_events(&[
+            process(50, "alice"),
+            process(40, "alice"),
+            process(30, "bob")
+        ])
+        .await,
+        Ok(3)
+    );
+    let hour = TimeWindow::last(3600);
+    assert_eq!(
+        c.count_test_matches("process where user.name == \"alice\"", hour)
+            .await,
+        Ok(2)
+    );
+    assert_eq!(
+        c.count_test_matches("network where user.name == \"alice\"", hour)
+            .await,
+        Ok(0),
+        "another event category"
+    );
+    assert_eq!(
+        c.count_test_matches(
+            "FROM * | WHERE event.code == \"4625\" | WHERE user.name == \"bob\"",
+            hour
+        )
+        .await,
+        Ok(1)
+    );
+    assert_eq!(
+        c.count_test_matches("FROM * | WHERE event.code == \"4625\"", hour)
+            .await,
+        Ok(3)
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let before = TimeWindow {
+        from: now - 7200,
+        to: now - 3600,
+    };
+    assert_eq!(
+        c.count_test_matches("process where user.name == \"alice\"", before)
+            .await,
+        Ok(0)
+    );
+    assert_eq!(
+        c.count_test_matches("FROM * | WHERE user.name == \"alice\"", before)
+            .await,
+        Ok(0)
+    );
+    assert_eq!(
+        picket_agent::siem::elastic::esql_count_query("FROM * | WHERE a == \"1\"", "picket-test"),
+        Ok("FROM picket-test | WHERE a == \"1\" | STATS picket_count = COUNT(*)".to_owned())
+    );
+}

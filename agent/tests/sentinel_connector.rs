@@ -429,3 +429,109 @@ fn deployed_properties_follow_the_severity_mapping() {
     assert_eq!(sentinel::sentinel_severity(Severity::Critical), "High");
     assert_eq!(sentinel::sentinel_severity(Severity::Info), "Informational");
 }
+
+/// Monitoring mode: the rule runs with incident creation off; its hash
+/// differs from the active one (drift checks and dry runs tell the modes
+/// apart) and equals what a read-back finds; promotion (an active deploy)
+/// turns incidents back on; someone switching incidents on in the portal is
+/// drift.
+#[tokio::test]
+async fn monitoring_mode_turns_incident_creation_off_and_promotion_back_on() {
+    let sim = start_sim(50).await;
+    let c = connector(&sim.base_url());
+    let id = Uuid::now_v7();
+    let name = managed_rule_name(&id);
+    let r = rule(id, 1);
+
+    let monitored = c.deploy_mode(&r, true).await.expect("deploy monitored");
+    let stored = sim.rule(&name).expect("created");
+    assert_eq!(stored.properties["enabled"], true, "it still runs");
+    assert_eq!(
+        stored.properties["incidentConfiguration"]["createIncident"],
+        false
+    );
+    assert_eq!(c.content_hash(&id).await, Ok(monitored));
+    assert_eq!(c.expected_hash(&r, true), Ok(monitored));
+    let active = c.expected_hash(&r, false).unwrap();
+    assert_ne!(monitored, active, "the modes hash apart");
+
+    // Disabling keeps the mode (the rule is read back and re-sent).
+    c.set_enabled(&id, false).await.expect("disable");
+    assert_eq!(
+        sim.rule(&name).unwrap().properties["incidentConfiguration"]["createIncident"],
+        false
+    );
+    c.set_enabled(&id, true).await.expect("enable");
+    assert_eq!(c.content_hash(&id).await, Ok(monitored));
+
+    // Incidents switched on behind Picket's back: drift.
+    let mut changed = sim.rule(&name).unwrap().properties;
+    changed["incidentConfiguration"]["createIncident"] = json!(true);
+    sim.insert_rule(&name, "Scheduled", changed);
+    assert_eq!(c.content_hash(&id).await, Ok(active));
+    assert_ne!(c.content_hash(&id).await, Ok(monitored));
+
+    // Promotion: the same version, active.
+    c.deploy_mode(&r, true).await.expect("back to monitoring");
+    assert_eq!(c.deploy_mode(&r, false).await, Ok(active));
+    let stored = sim.rule(&name).unwrap();
+    assert_eq!(
+        stored.properties["incidentConfiguration"]["createIncident"],
+        true
+    );
+    assert_eq!(c.content_hash(&id).await, Ok(active));
+    // An active rule hashes as before monitoring mode existed: the managed
+    // properties only, so rules deployed by earlier agents show no drift.
+    let picked =
+        picket_agent::siem::canonical::pick(&stored.properties, &sentinel::MANAGED_PROPERTIES);
+    assert_eq!(active, picket_agent::siem::canonical::hash(&picked));
+}
+
+/// `read_rule` normalizes a Scheduled rule back to the rule model: what
+/// Picket deployed reads back as the rule it came from (severity,
+/// schedule in Sentinel's own form, no "Managed by Picket" note), and an
+/// edit in the portal shows in it.
+#[tokio::test]
+async fn read_rule_normalizes_the_rule_back_to_the_rule_model() {
+    let sim = start_sim(50).await;
+    let c = connector(&sim.base_url());
+    let id = Uuid::now_v7();
+    let name = managed_rule_name(&id);
+    let mut r = rule(id, 3);
+    r.schedule.cron = "0 */2 * * *".into();
+    r.schedule.earliest = "-1d".into();
+    c.deploy_mode(&r, true).await.expect("deploy");
+    let got = c.read_rule(&id).await.expect("read");
+    assert_eq!(got.title, r.title);
+    assert_eq!(got.description, r.description);
+    assert_eq!(got.severity, Severity::High);
+    assert_eq!(got.query, r.query);
+    assert_eq!(got.schedule.frequency.as_deref(), Some("PT2H"));
+    assert_eq!(got.schedule.lookback.as_deref(), Some("P1D"));
+    assert_eq!(got.schedule.cron, None);
+    assert!(got.monitoring);
+    assert!(got.enabled);
+
+    let mut changed = sim.rule(&name).unwrap().properties;
+    changed["query"] = json!("SecurityEvent | where EventID == 4740");
+    changed["severity"] = json!("Informational");
+    changed["queryFrequency"] = json!("PT15M");
+    changed["enabled"] = json!(false);
+    changed["description"] = json!("Rewritten in the portal.");
+    sim.insert_rule(&name, "Scheduled", changed);
+    let got = c.read_rule(&id).await.expect("read");
+    assert_eq!(got.query, "SecurityEvent | where EventID == 4740");
+    assert_eq!(got.severity, Severity::Info);
+    assert_eq!(got.schedule.frequency.as_deref(), Some("PT15M"));
+    assert_eq!(got.description, "Rewritten in the portal.");
+    assert!(!got.enabled);
+    assert!(got.within_bounds());
+
+    // No query: not a rule Picket can record.
+    let mut broken = sim.rule(&name).unwrap().properties;
+    broken.as_object_mut().unwrap().remove("query");
+    sim.insert_rule(&name, "Scheduled", broken);
+    assert_eq!(c.read_rule(&id).await, Err(ErrorClass::SiemError));
+    c.delete(&id).await.expect("delete");
+    assert_eq!(c.read_rule(&id).await, Err(ErrorClass::NotFound));
+}

@@ -209,6 +209,15 @@ async fn sentinel_bodies_match_the_alert_rules_swagger() {
     for body in &bodies {
         assert_eq!(errors(&schema, body), Vec::<String>::new(), "{body}");
     }
+    // Monitoring mode (incident creation off) is a valid body too.
+    let r = rule("SecurityEvent | where EventID == 4625", Severity::High);
+    c.deploy_mode(&r, true).await.unwrap();
+    let body = sim.received_bodies().pop().unwrap();
+    assert_eq!(
+        body["properties"]["incidentConfiguration"]["createIncident"],
+        false
+    );
+    assert_eq!(errors(&schema, &body), Vec::<String>::new(), "{body}");
 
     // The schema refuses what ARM would refuse.
     let good = bodies[0].clone();
@@ -283,6 +292,17 @@ async fn elastic_bodies_match_the_detection_engine_openapi() {
         .filter_map(|(_, b)| b["type"].as_str())
         .collect();
     assert!(types.contains(&"query") && types.contains(&"eql") && types.contains(&"esql"));
+    // Monitoring mode (a building block without actions), created and updated.
+    let r = rule(queries[0], Severity::High);
+    c.deploy_mode(&r, true).await.unwrap();
+    c.deploy_mode(&r, true).await.unwrap();
+    let monitored = sim.received_bodies().split_off(bodies.len());
+    assert_eq!(monitored.len(), 3, "create, create (409), update");
+    for (op, body) in &monitored {
+        assert_eq!(body["building_block_type"], "default", "{op}: {body}");
+        let schema = if op == "update" { &update } else { &create };
+        assert_eq!(errors(schema, body), Vec::<String>::new(), "{op}: {body}");
+    }
 
     // The schema refuses what Kibana would refuse.
     let good = bodies[0].1.clone();

@@ -10,13 +10,17 @@
 //!
 //! A [`DriftCheck`] lists the rules the server believes it deployed on one
 //! connection and the content hash it expects; the agent answers one
-//! [`ItemOutcome`] per rule with the hash it found (or `absent`).
+//! [`ItemOutcome`] per rule with the hash it found (or `absent`), and, for a
+//! drifted rule, the rule as the SIEM holds it normalized back to the rule
+//! model ([`RemoteRule`]: rule text and schedule metadata, never log data;
+//! bounded by [`MAX_REMOTE_RULE_BYTES`] and [`MAX_REMOTE_RULES`]) so the
+//! server can record it as a new version ("accept remote").
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::bytes::B64;
-use crate::job::RuleSpec;
+use crate::job::{RuleSpec, Severity};
 use crate::outcome::ErrorClass;
 
 /// Most items one batch (or drift check) may carry; the server refuses
@@ -97,9 +101,108 @@ pub struct DriftExpectation {
     pub expected: B64<32>,
 }
 
+/// Longest preview window: 7 days.
+pub const MAX_PREVIEW_WINDOW_SECS: u32 = 7 * 24 * 3600;
+
+/// A `preview_count` job: count what each rule's query matches on the
+/// SIEM's data over the last `window_secs` seconds. The agent answers one
+/// [`ItemOutcome`] per rule, `counted` with its `count`, or `failed` with an
+/// error class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The window, 60 s to [`MAX_PREVIEW_WINDOW_SECS`].
+    pub window_secs: u32,
+    /// At most [`MAX_BATCH_ITEMS`] rules.
+    pub rules: Vec<PreviewRule>,
+}
+
+/// One rule of a preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewRule {
+    /// The rule.
+    pub rule_id: Uuid,
+    /// The rule's query in the SIEM's language, as it would be deployed;
+    /// the connector turns it into a count over the window.
+    pub query: String,
+}
+
+/// Most bytes of one [`RemoteRule`] (the sum of its text fields).
+pub const MAX_REMOTE_RULE_BYTES: usize = 64 * 1024;
+
+/// Most drifted rules whose content one drift result carries: with
+/// [`MAX_REMOTE_RULE_BYTES`] each, a result stays well under the 1 MiB frame
+/// cap. Further drifted rules report their hash only.
+pub const MAX_REMOTE_RULES: usize = 12;
+
+/// A managed rule as the SIEM holds it, normalized back to Picket's rule
+/// model by the agent's connector. Rule text and metadata only: the SIEM's
+/// answers are read for these fields and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRule {
+    /// Title (empty when the SIEM keeps none the agent can tell apart).
+    pub title: String,
+    /// Description, without the "Managed by Picket" note deploys add.
+    pub description: String,
+    /// Severity, mapped back from the SIEM's scale (where one step of the
+    /// SIEM's scale stands for two Picket severities, the connector names
+    /// which one it picks).
+    pub severity: Severity,
+    /// The query.
+    pub query: String,
+    /// The schedule, in the form the SIEM keeps it.
+    pub schedule: RemoteSchedule,
+    /// Deployed with alerting off (the SIEM's monitoring form).
+    pub monitoring: bool,
+    /// Enabled on the SIEM.
+    pub enabled: bool,
+}
+
+/// A schedule as a SIEM keeps it: Splunk `cron` + `earliest` + `latest`;
+/// Sentinel (ISO 8601) and Elastic (`interval`, `from`) `frequency` +
+/// `lookback`. The server turns it into the canonical form as for any save.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSchedule {
+    /// Five-field cron.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// Window start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest: Option<String>,
+    /// Window end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<String>,
+    /// Native frequency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency: Option<String>,
+    /// Native lookback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<String>,
+}
+
+impl RemoteRule {
+    /// Bytes of its text fields.
+    pub fn size(&self) -> usize {
+        let s = &self.schedule;
+        [&s.cron, &s.earliest, &s.latest, &s.frequency, &s.lookback]
+            .iter()
+            .map(|f| f.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+            + self.title.len()
+            + self.description.len()
+            + self.query.len()
+    }
+
+    /// Whether it fits [`MAX_REMOTE_RULE_BYTES`] (the server ignores one that
+    /// does not, whoever sent it).
+    pub fn within_bounds(&self) -> bool {
+        self.size() <= MAX_REMOTE_RULE_BYTES
+    }
+}
+
 /// What happened to one batch item (or what a drift check found), in the
-/// batch's order. Enums and hashes only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// batch's order. Enums and hashes, plus for a drifted rule its normalized
+/// content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemOutcome {
     /// The rule.
     pub rule_id: Uuid,
@@ -111,6 +214,13 @@ pub struct ItemOutcome {
     /// The content hash: as deployed (applied), as found (dry run, drift).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_hash: Option<B64<32>>,
+    /// Drift check, `drifted`: the rule as found, when the connector could
+    /// normalize it and the result's budget ([`MAX_REMOTE_RULES`]) allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Box<RemoteRule>>,
+    /// Preview, `counted`: events the rule's query matched in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// The end state of one item.
@@ -141,6 +251,8 @@ pub enum ItemStatus {
     Drifted,
     /// Drift check: the rule is missing.
     Missing,
+    /// Preview: counted (see `count`).
+    Counted,
 }
 
 impl ItemStatus {
@@ -158,6 +270,7 @@ impl ItemStatus {
             ItemStatus::InSync => "in_sync",
             ItemStatus::Drifted => "drifted",
             ItemStatus::Missing => "missing",
+            ItemStatus::Counted => "counted",
         }
     }
 }

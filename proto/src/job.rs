@@ -99,6 +99,8 @@ pub enum JobKind {
     TestRule,
     /// Report the run health (counts) of managed rules on a connection over a window.
     RuleHealth,
+    /// Count what rules' queries match over a recent window (expected alert volume).
+    PreviewCount,
 }
 
 impl JobKind {
@@ -113,6 +115,7 @@ impl JobKind {
             JobKind::DriftCheck => "drift_check",
             JobKind::TestRule => "test_rule",
             JobKind::RuleHealth => "rule_health",
+            JobKind::PreviewCount => "preview_count",
         }
     }
 }
@@ -138,6 +141,7 @@ impl JobSpec {
             JobAction::DriftCheck { .. } => JobKind::DriftCheck,
             JobAction::TestRule { .. } => JobKind::TestRule,
             JobAction::RuleHealth { .. } => JobKind::RuleHealth,
+            JobAction::PreviewCount { .. } => JobKind::PreviewCount,
         }
     }
 }
@@ -378,6 +382,12 @@ pub enum JobAction {
     RuleHealth {
         /// The rules and the window.
         check: crate::health::RuleHealthCheck,
+    /// Count, per rule, the events its query matches over a recent window
+    /// on the SIEM's own data (the expected alert volume reviewers see):
+    /// counts only, never events.
+    PreviewCount {
+        /// The rules and the window.
+        preview: crate::batch::Preview,
     },
 }
 

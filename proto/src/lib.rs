@@ -40,7 +40,8 @@ pub mod text;
 pub use audit::{AuditAlarm, AuditCheckpoint, AuditConsistency};
 pub use batch::{
     Batch, BatchItem, BatchOp, DriftCheck, DriftExpectation, ItemOutcome, ItemStatus,
-    MAX_BATCH_ITEMS, PreviousState,
+    MAX_BATCH_ITEMS, MAX_PREVIEW_WINDOW_SECS, MAX_REMOTE_RULE_BYTES, MAX_REMOTE_RULES, Preview,
+    PreviewRule, PreviousState, RemoteRule, RemoteSchedule,
 };
 pub use bytes::{B64, B64Vec, KeyFingerprint};
 pub use enroll::{EnrollRequest, EnrollResponse, EnrollmentToken};

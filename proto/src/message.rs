@@ -327,6 +327,20 @@ pub fn decode_agent_msg(text: &str, max_bytes: usize) -> Result<AgentMsg, ProtoE
                 reason: "more than 100 entries",
             });
         }
+        AgentMsg::JobResult(r)
+            if r.items.as_ref().is_some_and(|items| {
+                items.iter().filter(|i| i.remote.is_some()).count() > crate::batch::MAX_REMOTE_RULES
+                    || items
+                        .iter()
+                        .filter_map(|i| i.remote.as_deref())
+                        .any(|rr| !rr.within_bounds())
+            }) =>
+        {
+            return Err(ProtoError::InvalidField {
+                field: "items",
+                reason: "remote rule content over its bounds (12 rules, 64 KiB each)",
+            });
+        }
         AgentMsg::JobResult(r) if r.outcome == Outcome::Succeeded && r.error_class.is_some() => {
             return Err(ProtoError::InvalidField {
                 field: "error_class",

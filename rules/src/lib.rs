@@ -36,7 +36,7 @@ pub use mitre::valid_technique;
 pub use schedule::{
     Schedule, elastic_from, elastic_interval, iso8601_duration, schedule_from_native,
 };
-pub use testfilter::test_filter;
+pub use testfilter::{preview_query, test_filter};
 
 /// Longest query accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 64 * 1024;

@@ -114,6 +114,7 @@ struct JobsFile {
     ttl_secs: Option<u64>,
     drift_check_interval_secs: Option<u32>,
     rule_health_interval_secs: Option<u32>,
+    preview_on_request: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,6 +286,10 @@ pub struct ServerConfig {
     /// (default 900): how often every connection with deployed rules gets a
     /// `rule_health` job, whose window is this long (at least 60 s).
     pub rule_health_interval_secs: u32,
+    /// `jobs.preview_on_request` / `PICKET_PREVIEW_ON_REQUEST` (default
+    /// `false`): send a `preview_count` job (the expected alert volume) when
+    /// a deployment request is created or changed, not only when asked.
+    pub preview_on_request: bool,
     /// The audit log.
     pub audit: AuditConfig,
     /// Log format.
@@ -517,6 +522,23 @@ impl ServerConfig {
                 "expected 5 to 604800 (7 days)",
             ));
         }
+        let preview_on_request = match env.var("PICKET_PREVIEW_ON_REQUEST") {
+            Some(v) => match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(invalid(
+                        "PICKET_PREVIEW_ON_REQUEST",
+                        "expected true or false",
+                    ));
+                }
+            },
+            None => file
+                .jobs
+                .as_ref()
+                .and_then(|j| j.preview_on_request)
+                .unwrap_or(false),
+        };
         let job_ttl_secs = file.jobs.and_then(|j| j.ttl_secs).unwrap_or(15 * 60);
         if !(60..=7 * 24 * 3600).contains(&job_ttl_secs) {
             return Err(invalid("jobs.ttl_secs", "expected 60 to 604800 (7 days)"));
@@ -710,6 +732,7 @@ impl ServerConfig {
             job_ttl_secs,
             drift_check_interval_secs,
             rule_health_interval_secs,
+            preview_on_request,
             audit: AuditConfig {
                 checkpoint_secs,
                 retention_days,

@@ -258,6 +258,7 @@ async fn revocation_is_tenant_scoped_and_revoked_keys_cannot_enroll() {
         wrapped_key: Set(None),
         key_version: Set(1),
         min_approvers: Set(1),
+        require_tests: Set(false),
         created_at: Set(0),
     }
     .insert(&s.db)

@@ -123,6 +123,8 @@ const MATRIX: &[(&str, &str, Need)] = &[
     ("POST", "/v1/connections/{id}/drift-check", Need::Request),
     ("GET", "/v1/rules/{id}/health", Need::View),
     ("POST", "/v1/connections/{id}/rule-health", Need::Request),
+    ("POST", "/v1/deployments/{id}/withdraw", Need::Request),
+    ("POST", "/v1/deployments/{id}/preview", Need::Request),
 ];
 
 /// Routes served outside the JSON API document, and why.

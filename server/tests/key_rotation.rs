@@ -71,6 +71,7 @@ async fn hostile_proofs_are_refused_and_a_valid_one_replaces_the_keys() {
         wrapped_key: Set(None),
         key_version: Set(1),
         min_approvers: Set(1),
+        require_tests: Set(false),
         created_at: Set(0),
     }
     .insert(&db)

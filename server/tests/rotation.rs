@@ -212,6 +212,7 @@ async fn interrupted(db_url: Option<&str>) {
         wrapped_key: Set(Some(vec![1u8; 60])),
         key_version: Set(1),
         min_approvers: Set(1),
+        require_tests: Set(false),
         created_at: Set(0),
     }
     .insert(&db)

@@ -59,6 +59,7 @@ async fn seed_agent(db: &DatabaseConnection) -> agent::Model {
         wrapped_key: Set(None),
         key_version: Set(1),
         min_approvers: Set(1),
+        require_tests: Set(false),
         created_at: Set(0),
     }
     .insert(db)

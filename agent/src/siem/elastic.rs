@@ -12,7 +12,7 @@
 //! | content hash, health | `GET .../rules?rule_id=` |
 //! | list managed | `GET .../rules/_find?filter=alert.attributes.tags:"picket"&page=N&per_page=100` until `total` |
 //! | test events | `POST {elasticsearch}/_bulk?refresh=wait_for` (NDJSON `create` actions into the test index) |
-//! | count | `POST {elasticsearch}/{test index}/_count` |
+//! | count | `POST {elasticsearch}/{test index}/_count` (KQL rules); EQL: `POST {elasticsearch}/{test index}/_eql/search`; ES\|QL: `POST {elasticsearch}/_query` with `FROM {test index} \| ... \| STATS picket_count = COUNT(*)` |
 //!
 //! Every Kibana call sends `Authorization: ApiKey <key>`, `kbn-xsrf: true`
 //! and `Elastic-Api-Version: 2023-10-31`; Elasticsearch calls send the same
@@ -28,10 +28,17 @@
 //! SHA-256 of the canonical JSON of the managed fields ([`MANAGED_FIELDS`]) as
 //! sent, or as read back.
 //!
+//! # Monitoring mode
+//! A building-block rule without actions, tagged `picket-monitoring`
+//! ([`deployed_rule_mode`]).
+//!
 //! # Count filter form
 //! A Lucene `query_string`, e.g. `event.code:4625 AND user.name:alice`,
 //! combined with a `term` on `labels.picket: picket_test` and a `range` on
-//! `@timestamp`.
+//! `@timestamp`. An EQL event query (`process where ...`) is run as it is
+//! with the same two bounds as its `filter`; an ES|QL filter (`FROM * |
+//! WHERE ...`) has its source replaced by the test index, a row count
+//! appended, and the two bounds as its `filter`.
 //!
 //! # Health
 //! From the rule's `execution_summary.last_execution`: one run, counted as
@@ -62,8 +69,13 @@ const PER_PAGE: usize = 100;
 /// Most pages followed.
 const MAX_PAGES: usize = 200;
 
-/// The fields Picket sets and hashes.
-pub const MANAGED_FIELDS: [&str; 13] = [
+/// Tag added to rules deployed in monitoring mode (visible in Kibana's rule list).
+pub const MONITORING_TAG: &str = "picket-monitoring";
+
+/// The fields Picket sets and hashes (`building_block_type` only in
+/// monitoring mode: absent fields are left out of the hash, so active rules
+/// hash as before monitoring mode existed).
+pub const MANAGED_FIELDS: [&str; 14] = [
     "rule_id",
     "name",
     "description",
@@ -77,6 +89,7 @@ pub const MANAGED_FIELDS: [&str; 13] = [
     "to",
     "enabled",
     "tags",
+    "building_block_type",
 ];
 
 const SIEM: &str = "elastic";
@@ -124,6 +137,19 @@ fn duration(period: Period) -> String {
 /// # Errors
 /// [`ErrorClass::QueryInvalid`] when the schedule has no Kibana form.
 pub fn deployed_rule(rule: &RuleSpec) -> Result<Value, ErrorClass> {
+    deployed_rule_mode(rule, false)
+}
+
+/// [`deployed_rule`] in active or monitoring mode. Monitoring mode: enabled,
+/// no `actions` (no notification leaves Kibana), and a building-block rule
+/// (`building_block_type: default`), whose alerts Kibana writes but keeps
+/// out of the default Alerts view, so no analyst is paged; tagged
+/// [`MONITORING_TAG`]. A deploy is a full replace, so promoting the rule
+/// (an active deploy) clears all three.
+///
+/// # Errors
+/// [`ErrorClass::QueryInvalid`] when the schedule has no Kibana form.
+pub fn deployed_rule_mode(rule: &RuleSpec, monitoring: bool) -> Result<Value, ErrorClass> {
     let interval = super::cron_period(&rule.schedule.cron)?;
     let lookback = super::lookback_period(&rule.schedule.earliest)?;
     let (severity, risk_score) = elastic_severity(rule.severity);
@@ -136,7 +162,7 @@ pub fn deployed_rule(rule: &RuleSpec) -> Result<Value, ErrorClass> {
         "Managed by Picket (rule version {}); changes made in Kibana are overwritten.",
         rule.version
     ));
-    Ok(json!({
+    let mut body = json!({
         "rule_id": managed_rule_name(&rule.rule_id),
         "name": rule.title.trim(),
         "description": description,
@@ -150,7 +176,63 @@ pub fn deployed_rule(rule: &RuleSpec) -> Result<Value, ErrorClass> {
         "to": "now",
         "enabled": true,
         "tags": [MANAGED_TAG],
-    }))
+    });
+    if monitoring {
+        body["building_block_type"] = json!("default");
+        body["actions"] = json!([]);
+        body["tags"] = json!([MANAGED_TAG, MONITORING_TAG]);
+    }
+    Ok(body)
+}
+
+/// A detection rule normalized back to the rule model: `name` is the title,
+/// `description` without the "Managed by Picket" note, `severity` as is
+/// except `low` with a risk score of at most 10 → info (the score deploys
+/// give info), `interval` and `from` the native frequency and lookback; a
+/// building-block rule is monitoring mode.
+///
+/// # Errors
+/// [`ErrorClass::SiemError`] when the rule holds no query.
+pub fn remote_rule(rule: &Value) -> Result<picket_proto::RemoteRule, ErrorClass> {
+    let text = |key: &str| {
+        rule.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let query = text("query");
+    if query.is_empty() {
+        return Err(ErrorClass::SiemError);
+    }
+    let risk = rule.get("risk_score").and_then(Value::as_u64).unwrap_or(0);
+    let severity = match text("severity").as_str() {
+        "critical" => Severity::Critical,
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        _ if risk > 10 => Severity::Low,
+        _ => Severity::Info,
+    };
+    let non_empty = |v: String| (!v.is_empty()).then_some(v);
+    Ok(picket_proto::RemoteRule {
+        title: text("name").trim().to_owned(),
+        description: super::strip_managed_note(&text("description")),
+        severity,
+        query,
+        schedule: picket_proto::RemoteSchedule {
+            cron: None,
+            earliest: None,
+            latest: None,
+            frequency: non_empty(text("interval")),
+            lookback: non_empty(text("from")),
+        },
+        monitoring: is_monitoring(rule),
+        enabled: rule.get("enabled").and_then(Value::as_bool) != Some(false),
+    })
+}
+
+/// Whether a rule (as sent or read back) is in monitoring mode.
+pub fn is_monitoring(rule: &Value) -> bool {
+    rule.get("building_block_type").and_then(Value::as_str) == Some("default")
 }
 
 /// The hash of the managed fields in `rule`.
@@ -198,6 +280,47 @@ struct BulkReply {
 #[derive(Deserialize)]
 struct CountReply {
     count: u64,
+}
+
+/// `POST /_query` (ES|QL): one row, one column (the count).
+#[derive(Deserialize)]
+struct EsqlReply {
+    #[serde(default)]
+    values: Vec<Vec<Value>>,
+}
+
+/// `POST /{index}/_eql/search`: only `hits.total.value` is read.
+#[derive(Deserialize)]
+struct EqlReply {
+    hits: EqlHits,
+}
+
+#[derive(Deserialize)]
+struct EqlHits {
+    total: EqlTotal,
+}
+
+#[derive(Deserialize)]
+struct EqlTotal {
+    value: u64,
+}
+
+/// The ES|QL count of a test filter (`FROM * | WHERE ...`, see
+/// `picket_rules::test_filter`): the source replaced by the test index, a
+/// `STATS` counting the rows appended.
+///
+/// # Errors
+/// [`ErrorClass::MalformedJob`] for a filter that does not start with `FROM`.
+pub fn esql_count_query(filter: &str, test_index: &str) -> Result<String, ErrorClass> {
+    let trimmed = filter.trim_start();
+    if !trimmed.to_ascii_lowercase().starts_with("from ") {
+        return Err(ErrorClass::MalformedJob);
+    }
+    let rest = trimmed.split_once('|').map(|(_, rest)| rest.trim());
+    Ok(match rest {
+        Some(stages) => format!("FROM {test_index} | {stages} | STATS picket_count = COUNT(*)"),
+        None => format!("FROM {test_index} | STATS picket_count = COUNT(*)"),
+    })
 }
 
 impl ElasticConnector {
@@ -292,7 +415,19 @@ impl ElasticConnector {
     /// # Errors
     /// The failing call's class.
     pub async fn deploy(&self, rule: &RuleSpec) -> Result<[u8; 32], ErrorClass> {
-        let body = deployed_rule(rule)?;
+        self.deploy_mode(rule, false).await
+    }
+
+    /// [`Self::deploy`] in active or monitoring mode ([`deployed_rule_mode`]).
+    ///
+    /// # Errors
+    /// As [`Self::deploy`].
+    pub async fn deploy_mode(
+        &self,
+        rule: &RuleSpec,
+        monitoring: bool,
+    ) -> Result<[u8; 32], ErrorClass> {
+        let body = deployed_rule_mode(rule, monitoring)?;
         let url = self.rules_url(None)?;
         match self
             .call("create_rule", || {
@@ -360,6 +495,16 @@ impl ElasticConnector {
     pub async fn content_hash(&self, rule_id: &Uuid) -> Result<[u8; 32], ErrorClass> {
         let rule = self.read(rule_id).await?.ok_or(ErrorClass::NotFound)?;
         Ok(content_hash(&rule))
+    }
+
+    /// The rule normalized back to the rule model ([`remote_rule`]).
+    ///
+    /// # Errors
+    /// `not_found`, or the call's class; `siem_error` for a rule without a
+    /// query.
+    pub async fn read_rule(&self, rule_id: &Uuid) -> Result<picket_proto::RemoteRule, ErrorClass> {
+        let rule = self.read(rule_id).await?.ok_or(ErrorClass::NotFound)?;
+        remote_rule(&rule)
     }
 
     /// Ids of the rules tagged [`MANAGED_TAG`] whose `rule_id` is `picket-<uuid>`.
@@ -452,13 +597,52 @@ impl ElasticConnector {
             .elasticsearch
             .as_ref()
             .ok_or(ErrorClass::MalformedJob)?;
-        let url = http::join(base, &[&self.settings.test_index, "_count"])?;
         let (from, to) = window.rfc3339()?;
-        let body = json!({ "query": { "bool": { "filter": [
+        let bounds = json!([
             { "term": { "labels.picket": TEST_MARKER } },
             { "range": { "@timestamp": { "gte": from, "lte": to } } },
-            { "query_string": { "query": filter } },
-        ] } } });
+        ]);
+        match rule_type(filter).0 {
+            "esql" => {
+                let url = http::join(base, &["_query"])?;
+                let query = esql_count_query(filter, &self.settings.test_index)?;
+                let body = json!({ "query": query, "filter": { "bool": { "filter": bounds } } });
+                let reply: EsqlReply = self
+                    .call("count_esql", || {
+                        Ok(self.es(self.http.post(url.clone())).json(&body))
+                    })
+                    .await
+                    .map_err(|f| f.class)?
+                    .json()?;
+                return reply
+                    .values
+                    .first()
+                    .and_then(|row| row.first())
+                    .and_then(Value::as_u64)
+                    .ok_or(ErrorClass::SiemError);
+            }
+            "eql" => {
+                let url = http::join(base, &[&self.settings.test_index, "_eql", "search"])?;
+                // `size` above the most events a test case may inject, so the
+                // total is never cut short.
+                let body = json!({ "query": filter, "size": 1000, "filter": { "bool": { "filter": bounds } } });
+                let reply: EqlReply = self
+                    .call("count_eql", || {
+                        Ok(self.es(self.http.post(url.clone())).json(&body))
+                    })
+                    .await
+                    .map_err(|f| f.class)?
+                    .json()?;
+                return Ok(reply.hits.total.value);
+            }
+            _ => {}
+        }
+        let url = http::join(base, &[&self.settings.test_index, "_count"])?;
+        let mut clauses = bounds;
+        if let Some(list) = clauses.as_array_mut() {
+            list.push(json!({ "query_string": { "query": filter } }));
+        }
+        let body = json!({ "query": { "bool": { "filter": clauses } } });
         let reply: CountReply = self
             .call("count", || {
                 Ok(self.es(self.http.post(url.clone())).json(&body))
@@ -467,6 +651,42 @@ impl ElasticConnector {
             .map_err(|f| f.class)?
             .json()?;
         Ok(reply.count)
+    }
+
+    /// Counts the rows an ES|QL preview query (`FROM <its source> | <row
+    /// stages>`) matches in `window`, through `_query` with a row count
+    /// appended and the window as its `filter`. Kibana KQL and EQL rules get
+    /// no preview (their index patterns are the space's defaults).
+    ///
+    /// # Errors
+    /// `query_invalid` for anything but an ES|QL query; the call's class.
+    pub async fn preview_count(&self, query: &str, window: TimeWindow) -> Result<u64, ErrorClass> {
+        if rule_type(query).0 != "esql" {
+            return Err(ErrorClass::QueryInvalid);
+        }
+        let base = self
+            .elasticsearch
+            .as_ref()
+            .ok_or(ErrorClass::MalformedJob)?;
+        let url = http::join(base, &["_query"])?;
+        let (from, to) = window.rfc3339()?;
+        let body = json!({
+            "query": format!("{} | STATS picket_count = COUNT(*)", query.trim()),
+            "filter": { "range": { "@timestamp": { "gte": from, "lte": to } } },
+        });
+        let reply: EsqlReply = self
+            .call("preview_esql", || {
+                Ok(self.es(self.http.post(url.clone())).json(&body))
+            })
+            .await
+            .map_err(|f| f.class)?
+            .json()?;
+        reply
+            .values
+            .first()
+            .and_then(|row| row.first())
+            .and_then(Value::as_u64)
+            .ok_or(ErrorClass::SiemError)
     }
 
     /// Reduces the rule's last execution to numbers (see the module docs).

@@ -30,7 +30,9 @@
 //! [`Connector::set_enabled`], [`Connector::delete`],
 //! [`Connector::content_hash`] (drift: the hash of the rule as the SIEM holds
 //! it, in the same canonical form deploy returns), [`Connector::list_managed`]
-//! (only objects named `picket-<uuid>`), [`Connector::inject_test_events`]
+//! (only objects named `picket-<uuid>`), [`Connector::read_rule`] (a
+//! drifted rule's content normalized back to the rule model, for "accept
+//! remote"), [`Connector::inject_test_events`]
 //! (tagged `picket_test`), [`Connector::count_test_matches`] (bounded to test
 //! events and a time window) and [`Connector::rule_health`] (numbers only).
 //! Rules are named by [`managed_rule_name`](picket_proto::managed_rule_name),
@@ -110,6 +112,17 @@ pub(crate) fn rfc3339(secs: i64) -> Result<String, ErrorClass> {
         .ok_or(ErrorClass::MalformedJob)
 }
 
+/// `description` without the note deploys append ("Managed by Picket (rule
+/// version N); changes made in ... are overwritten."), trimmed: what the
+/// rule's author wrote.
+pub fn strip_managed_note(description: &str) -> String {
+    let text = description.trim_end();
+    match text.rfind("Managed by Picket (rule version ") {
+        Some(at) if text.ends_with("are overwritten.") => text[..at].trim().to_owned(),
+        _ => text.trim().to_owned(),
+    }
+}
+
 /// The field each injected test event carries with its run-and-case tag.
 pub const RUN_FIELD: &str = "picket_run";
 
@@ -120,7 +133,18 @@ pub(crate) fn with_run_tag(kind: Option<SiemKind>, filter: &str, tag: &str) -> S
         Some(SiemKind::Sentinel) => {
             format!("({filter}) and {RUN_FIELD} == \"{tag}\"")
         }
-        Some(SiemKind::Elastic) => format!("({filter}) AND {RUN_FIELD}:{tag}"),
+        Some(SiemKind::Elastic) => match elastic::rule_type(filter).0 {
+            // ES|QL: one more row filter stage.
+            "esql" => format!("{filter} | WHERE {RUN_FIELD} == \"{tag}\""),
+            // EQL event query: `<category> where (<condition>) and ...`.
+            "eql" => match filter.split_once(" where ") {
+                Some((category, condition)) => {
+                    format!("{category} where ({condition}) and {RUN_FIELD} == \"{tag}\"")
+                }
+                None => format!("{filter} and {RUN_FIELD} == \"{tag}\""),
+            },
+            _ => format!("({filter}) AND {RUN_FIELD}:{tag}"),
+        },
         _ => format!("{filter} {RUN_FIELD}={tag}"),
     }
 }
@@ -374,9 +398,10 @@ impl Connector {
     }
 
     /// [`Self::deploy`] in active or monitoring mode. Monitoring mode (the
-    /// rule runs, raises no alert) is implemented for Splunk
-    /// (`alert.track=0`, no actions); Sentinel and Elastic answer
-    /// [`ErrorClass::Internal`] without any call.
+    /// rule runs, nobody is alerted): Splunk `alert.track=0` and no actions;
+    /// Sentinel `incidentConfiguration.createIncident=false`; Elastic a
+    /// building-block rule without actions. The content hash differs
+    /// between the modes, so drift checks and dry runs tell them apart.
     ///
     /// # Errors
     /// As [`Self::deploy`].
@@ -385,14 +410,7 @@ impl Connector {
         rule: &RuleSpec,
         monitoring: bool,
     ) -> Result<[u8; 32], ErrorClass> {
-        match self {
-            Connector::Splunk(c) => c.deploy_mode(rule, monitoring).await,
-            _ if monitoring => {
-                tracing::debug!("monitoring mode is not implemented for this SIEM kind");
-                Err(ErrorClass::Internal)
-            }
-            _ => self.deploy(rule).await,
-        }
+        dispatch!(self, c => c.deploy_mode(rule, monitoring).await)
     }
 
     /// The content hash a deploy of `rule` would leave on the SIEM, computed
@@ -400,17 +418,18 @@ impl Connector {
     ///
     /// # Errors
     /// [`ErrorClass::QueryInvalid`] for a schedule the SIEM cannot express;
-    /// [`ErrorClass::Internal`] as for [`Self::deploy_mode`].
+    /// [`ErrorClass::Internal`] for an unsupported SIEM kind.
     pub fn expected_hash(&self, rule: &RuleSpec, monitoring: bool) -> Result<[u8; 32], ErrorClass> {
         match self {
             Connector::Splunk(_) => Ok(splunk::content_hash(&splunk::deployed_fields_mode(
                 rule, monitoring,
             ))),
-            _ if monitoring => Err(ErrorClass::Internal),
-            Connector::Sentinel(_) => Ok(sentinel::content_hash(&sentinel::deployed_properties(
-                rule,
+            Connector::Sentinel(_) => Ok(sentinel::content_hash(
+                &sentinel::deployed_properties_mode(rule, monitoring)?,
+            )),
+            Connector::Elastic(_) => Ok(elastic::content_hash(&elastic::deployed_rule_mode(
+                rule, monitoring,
             )?)),
-            Connector::Elastic(_) => Ok(elastic::content_hash(&elastic::deployed_rule(rule)?)),
             Connector::Unsupported(_) => Err(ErrorClass::Internal),
         }
     }
@@ -439,6 +458,17 @@ impl Connector {
     /// [`ErrorClass::NotFound`] when it does not exist, or the call's class.
     pub async fn content_hash(&self, rule_id: &Uuid) -> Result<[u8; 32], ErrorClass> {
         dispatch!(self, c => c.content_hash(rule_id).await)
+    }
+
+    /// The managed rule as the SIEM holds it, normalized back to the rule
+    /// model (rule text and schedule, never data): what "accept remote"
+    /// records as a new version. Each connector documents its mapping.
+    ///
+    /// # Errors
+    /// [`ErrorClass::NotFound`] when it does not exist, or the call's class;
+    /// [`ErrorClass::SiemError`] for an answer without the rule's fields.
+    pub async fn read_rule(&self, rule_id: &Uuid) -> Result<picket_proto::RemoteRule, ErrorClass> {
+        dispatch!(self, c => c.read_rule(rule_id).await)
     }
 
     /// Ids of the Picket-managed rules on the SIEM (named `picket-<uuid>`);
@@ -474,6 +504,17 @@ impl Connector {
         window: TimeWindow,
     ) -> Result<u64, ErrorClass> {
         dispatch!(self, c => c.count_test_matches(filter, window).await)
+    }
+
+    /// Counts the events `query` (the rule's preview form, see
+    /// `picket_rules::preview_query`) matches on the SIEM's own data inside
+    /// `window`: the expected alert volume. A count, never events.
+    ///
+    /// # Errors
+    /// The call's class; a query form the connector cannot count with is
+    /// [`ErrorClass::QueryInvalid`].
+    pub async fn preview_count(&self, query: &str, window: TimeWindow) -> Result<u64, ErrorClass> {
+        dispatch!(self, c => c.preview_count(query, window).await)
     }
 
     /// The rule's run health over `window`, as numbers.
@@ -615,6 +656,27 @@ pub(crate) fn classify_transport(error: &reqwest::Error) -> ErrorClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_managed_note_is_stripped_and_nothing_else() {
+        assert_eq!(
+            strip_managed_note(
+                "Failed logons.\n\nManaged by Picket (rule version 3); changes made in Splunk are overwritten."
+            ),
+            "Failed logons."
+        );
+        assert_eq!(
+            strip_managed_note(
+                "Managed by Picket (rule version 1); changes made in Kibana are overwritten."
+            ),
+            ""
+        );
+        // Someone's own text that mentions Picket stays.
+        assert_eq!(
+            strip_managed_note("  Managed by Picket (rule version 1), then edited by hand. "),
+            "Managed by Picket (rule version 1), then edited by hand."
+        );
+    }
 
     #[test]
     fn statuses_map_to_classes() {

@@ -31,7 +31,12 @@
 //!
 //! # Content hash
 //! SHA-256 of the canonical JSON ([`super::canonical`]) of the managed
-//! properties ([`MANAGED_PROPERTIES`]) as sent, or as read back.
+//! properties ([`MANAGED_PROPERTIES`]) as sent, or as read back, with a
+//! `monitoring` marker when incident creation is off ([`content_hash`]).
+//!
+//! # Monitoring mode
+//! `incidentConfiguration.createIncident = false`: alerts, no incidents
+//! ([`deployed_properties_mode`]).
 //!
 //! # Count filter form
 //! A KQL predicate, e.g. `EventID == "4625" and Account == "alice"`, applied
@@ -110,11 +115,24 @@ fn iso_duration(period: Period) -> String {
 
 /// The `properties` of the `Scheduled` rule a deploy sends: alert when the
 /// query returns any row, no suppression (the 5 h suppression duration is
-/// required even when suppression is off).
+/// required even when suppression is off), incidents created from alerts.
 ///
 /// # Errors
 /// [`ErrorClass::QueryInvalid`] when the schedule has no Sentinel form.
 pub fn deployed_properties(rule: &RuleSpec) -> Result<Value, ErrorClass> {
+    deployed_properties_mode(rule, false)
+}
+
+/// [`deployed_properties`] in active or monitoring mode. Monitoring mode is
+/// `incidentConfiguration.createIncident = false`: the rule runs and its
+/// alerts are recorded, but no incident reaches the analysts' queue. Both
+/// modes send `incidentConfiguration` (with grouping off) so that promoting
+/// a monitored rule, a full `PUT`, turns incident creation back on
+/// explicitly.
+///
+/// # Errors
+/// [`ErrorClass::QueryInvalid`] when the schedule has no Sentinel form.
+pub fn deployed_properties_mode(rule: &RuleSpec, monitoring: bool) -> Result<Value, ErrorClass> {
     let frequency = super::cron_period(&rule.schedule.cron)?;
     let period = super::lookback_period(&rule.schedule.earliest)?;
     let mut description = rule.description.trim().to_owned();
@@ -137,12 +155,85 @@ pub fn deployed_properties(rule: &RuleSpec) -> Result<Value, ErrorClass> {
         "triggerThreshold": 0,
         "suppressionEnabled": false,
         "suppressionDuration": "PT5H",
+        "incidentConfiguration": {
+            "createIncident": !monitoring,
+            "groupingConfiguration": {
+                "enabled": false,
+                "reopenClosedIncident": false,
+                "lookbackDuration": "PT5H",
+                "matchingMethod": "AllEntities",
+            },
+        },
     }))
 }
 
-/// The hash of the managed properties in `properties`.
+/// Whether `properties` describe a rule in monitoring mode (incident
+/// creation explicitly off).
+pub fn is_monitoring(properties: &Value) -> bool {
+    properties
+        .pointer("/incidentConfiguration/createIncident")
+        .and_then(Value::as_bool)
+        == Some(false)
+}
+
+/// The hash of the managed properties in `properties`, plus a `monitoring`
+/// marker when incident creation is off. Only the off state is marked, so
+/// the hash of an active rule is the one computed before monitoring mode
+/// existed (rules deployed then are not reported as drifted), and a rule
+/// whose incidents someone switched on or off in the portal is.
 pub fn content_hash(properties: &Value) -> [u8; 32] {
-    canonical::hash(&canonical::pick(properties, &MANAGED_PROPERTIES))
+    let mut picked = canonical::pick(properties, &MANAGED_PROPERTIES);
+    if is_monitoring(properties)
+        && let Some(map) = picked.as_object_mut()
+    {
+        map.insert("monitoring".into(), Value::Bool(true));
+    }
+    canonical::hash(&picked)
+}
+
+/// A `Scheduled` rule's properties normalized back to the rule model:
+/// `displayName` is the title, `description` without the "Managed by
+/// Picket" note, `severity` High → high (critical shares the step),
+/// Medium, Low, Informational → info; `queryFrequency` and `queryPeriod`
+/// are the native frequency and lookback; incident creation off is
+/// monitoring mode.
+///
+/// # Errors
+/// [`ErrorClass::SiemError`] when the properties hold no query.
+pub fn remote_rule(properties: &Value) -> Result<picket_proto::RemoteRule, ErrorClass> {
+    let text = |key: &str| {
+        properties
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let query = text("query");
+    if query.is_empty() {
+        return Err(ErrorClass::SiemError);
+    }
+    let severity = match text("severity").as_str() {
+        "High" => Severity::High,
+        "Medium" => Severity::Medium,
+        "Low" => Severity::Low,
+        _ => Severity::Info,
+    };
+    let non_empty = |v: String| (!v.is_empty()).then_some(v);
+    Ok(picket_proto::RemoteRule {
+        title: text("displayName").trim().to_owned(),
+        description: super::strip_managed_note(&text("description")),
+        severity,
+        query,
+        schedule: picket_proto::RemoteSchedule {
+            cron: None,
+            earliest: None,
+            latest: None,
+            frequency: non_empty(text("queryFrequency")),
+            lookback: non_empty(text("queryPeriod")),
+        },
+        monitoring: is_monitoring(properties),
+        enabled: properties.get("enabled").and_then(Value::as_bool) != Some(false),
+    })
 }
 
 /// A cached access token.
@@ -397,8 +488,21 @@ impl SentinelConnector {
     /// # Errors
     /// The failing call's class; `conflict` after a second 412.
     pub async fn deploy(&self, rule: &RuleSpec) -> Result<[u8; 32], ErrorClass> {
+        self.deploy_mode(rule, false).await
+    }
+
+    /// [`Self::deploy`] in active or monitoring mode
+    /// ([`deployed_properties_mode`]).
+    ///
+    /// # Errors
+    /// As [`Self::deploy`].
+    pub async fn deploy_mode(
+        &self,
+        rule: &RuleSpec,
+        monitoring: bool,
+    ) -> Result<[u8; 32], ErrorClass> {
         let name = managed_rule_name(&rule.rule_id);
-        let properties = deployed_properties(rule)?;
+        let properties = deployed_properties_mode(rule, monitoring)?;
         for _ in 0..2 {
             let etag = self.read(&name).await?.and_then(|r| r.etag);
             if self.put(&name, etag.as_deref(), &properties).await? {
@@ -461,6 +565,19 @@ impl SentinelConnector {
             .await?
             .ok_or(ErrorClass::NotFound)?;
         Ok(content_hash(&rule.properties))
+    }
+
+    /// The rule normalized back to the rule model ([`remote_rule`]).
+    ///
+    /// # Errors
+    /// `not_found`, or the call's class; `siem_error` for a rule without a
+    /// query.
+    pub async fn read_rule(&self, rule_id: &Uuid) -> Result<picket_proto::RemoteRule, ErrorClass> {
+        let rule = self
+            .read(&managed_rule_name(rule_id))
+            .await?
+            .ok_or(ErrorClass::NotFound)?;
+        remote_rule(&rule.properties)
     }
 
     /// Ids of the `picket-<uuid>` rules, over every page.
@@ -592,6 +709,28 @@ impl SentinelConnector {
             target.table
         );
         let (columns, row) = self.query("count", &kql, window).await?;
+        number(&columns, &row, "Count").ok_or(ErrorClass::SiemError)
+    }
+
+    /// Counts the rows the rule's table and `where` stages (`query`) match
+    /// in `window`: `<table> | where TimeGenerated between (..) | <where
+    /// stages> | count` through the Log Analytics query API.
+    ///
+    /// # Errors
+    /// The call's class; a query without a table is `query_invalid`.
+    pub async fn preview_count(&self, query: &str, window: TimeWindow) -> Result<u64, ErrorClass> {
+        let (from, to) = window.rfc3339()?;
+        let (table, rest) = match query.split_once('|') {
+            Some((table, rest)) => (table.trim(), format!(" | {}", rest.trim())),
+            None => (query.trim(), String::new()),
+        };
+        if table.is_empty() {
+            return Err(ErrorClass::QueryInvalid);
+        }
+        let kql = format!(
+            "{table} | where TimeGenerated between (datetime({from}) .. datetime({to})){rest} | count"
+        );
+        let (columns, row) = self.query("preview", &kql, window).await?;
         number(&columns, &row, "Count").ok_or(ErrorClass::SiemError)
     }
 

@@ -139,6 +139,51 @@ pub fn deployed_fields_mode(rule: &RuleSpec, monitoring: bool) -> BTreeMap<&'sta
     ])
 }
 
+/// A saved search's deployed fields (as [`SplunkConnector::read_rule`] reads
+/// them) normalized back to the rule model: `search` is the query;
+/// `cron_schedule`, `dispatch.earliest_time` and `dispatch.latest_time` the
+/// schedule; the description's first paragraph the title and the rest the
+/// description (without the "Managed by Picket" note); `alert.severity`
+/// 2 → info, 3 → medium (low shares the step), 4 → high, 5 and 6 →
+/// critical, 1 → info; `alert.track=0` is monitoring mode; `disabled=1` is
+/// disabled.
+pub fn remote_rule<K: AsRef<str> + Ord>(fields: &BTreeMap<K, String>) -> picket_proto::RemoteRule {
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k.as_ref() == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let text = super::strip_managed_note(get("description"));
+    let (title, description) = match text.split_once("\n\n") {
+        Some((t, d)) => (t.trim().to_owned(), d.trim().to_owned()),
+        None => (text.trim().to_owned(), String::new()),
+    };
+    let severity = match get("alert.severity").trim() {
+        "3" => Severity::Medium,
+        "4" => Severity::High,
+        "5" | "6" => Severity::Critical,
+        _ => Severity::Info,
+    };
+    let non_empty = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+    picket_proto::RemoteRule {
+        title,
+        description,
+        severity,
+        query: get("search").to_owned(),
+        schedule: picket_proto::RemoteSchedule {
+            cron: non_empty(get("cron_schedule")),
+            earliest: non_empty(get("dispatch.earliest_time")),
+            latest: non_empty(get("dispatch.latest_time")),
+            frequency: None,
+            lookback: None,
+        },
+        monitoring: get("alert.track") == "0",
+        enabled: !matches!(get("disabled"), "1" | "true"),
+    }
+}
+
 /// SHA-256 of `fields` in the canonical form described in the module docs
 /// (sorted `key=value` lines, values escaped).
 pub fn content_hash<K: AsRef<str>>(fields: &BTreeMap<K, String>) -> [u8; 32] {
@@ -326,6 +371,21 @@ impl SplunkConnector {
     /// # Errors
     /// [`ErrorClass::NotFound`] when it does not exist, or the call's class.
     pub async fn content_hash(&self, rule_id: &Uuid) -> Result<[u8; 32], ErrorClass> {
+        Ok(content_hash(&self.read_fields(rule_id).await?))
+    }
+
+    /// The saved search normalized back to the rule model
+    /// ([`remote_rule`]).
+    ///
+    /// # Errors
+    /// As [`Self::content_hash`].
+    pub async fn read_rule(&self, rule_id: &Uuid) -> Result<picket_proto::RemoteRule, ErrorClass> {
+        Ok(remote_rule(&self.read_fields(rule_id).await?))
+    }
+
+    /// The deployed fields of the saved search as Splunk reports them
+    /// (booleans and numbers normalised to strings, absent ones empty).
+    async fn read_fields(&self, rule_id: &Uuid) -> Result<BTreeMap<String, String>, ErrorClass> {
         let name = managed_rule_name(rule_id);
         let body = self
             .send("read", self.http.get(self.url(&[&name])?))
@@ -346,7 +406,7 @@ impl SplunkConnector {
             };
             fields.insert(key.to_owned(), value);
         }
-        Ok(content_hash(&fields))
+        Ok(fields)
     }
 
     /// Ids of the `picket-<uuid>` saved searches in the namespace, over every page.
@@ -475,6 +535,25 @@ impl SplunkConnector {
             window.to
         );
         let row = self.oneshot("count", &search).await?;
+        row_number(&row, "count").ok_or(ErrorClass::SiemError)
+    }
+
+    /// Counts the events the rule's search terms (`query`: its first stage
+    /// and `search` stages, with their `index=`) match in `window`:
+    /// `search <query> earliest=.. latest=.. | stats count`.
+    ///
+    /// # Errors
+    /// As [`Self::count_test_matches`].
+    pub async fn preview_count(&self, query: &str, window: TimeWindow) -> Result<u64, ErrorClass> {
+        let (first, rest) = match query.split_once('|') {
+            Some((first, rest)) => (first.trim(), format!(" | {}", rest.trim())),
+            None => (query.trim(), String::new()),
+        };
+        let search = format!(
+            "search {first} earliest={} latest={}{rest} | stats count",
+            window.from, window.to
+        );
+        let row = self.oneshot("preview", &search).await?;
         row_number(&row, "count").ok_or(ErrorClass::SiemError)
     }
 

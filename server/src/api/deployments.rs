@@ -14,10 +14,12 @@ use crate::AppState;
 use crate::auth::{Auth, perm};
 use crate::db::entity::{
     approval, breakglass_review, deployment, deployment_item, notification, rule_deployment,
+    rule_version,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::service::deployments::{self, Action, Decision, ItemRequest, NewRequest};
 use crate::service::drift::{self, Resolution};
+use crate::service::rules;
 use crate::time::rfc3339;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -33,6 +35,8 @@ pub(crate) fn router() -> Router<AppState> {
             post(request_changes),
         )
         .route("/v1/deployments/{id}/sign-off", post(sign_off))
+        .route("/v1/deployments/{id}/withdraw", post(withdraw))
+        .route("/v1/deployments/{id}/preview", post(preview))
         .route("/v1/breakglass-reviews", get(list_reviews))
         .route("/v1/notifications", get(list_notifications))
         .route("/v1/approval-policy", get(show_policy).put(set_policy))
@@ -204,6 +208,39 @@ pub struct ItemView {
     pub error_class: Option<String>,
     /// Hex SHA-256 of the content as deployed (or found, for a dry run).
     pub content_hash: Option<String>,
+    /// While the request awaits a decision (detail views): what the rule
+    /// is now on the connection and its diff against this item's version,
+    /// from the SIEM's own content when the last drift check found it
+    /// drifted (`source: siem`), else from Picket's record (`source:
+    /// record`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<drift::Current>,
+    /// The expected alert volume (`deploy` items): what the rule's query
+    /// matched on the SIEM's data over the last `window_secs`; absent until
+    /// a preview was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewView>,
+    /// While the request awaits a decision (detail views): the latest test
+    /// run of this version on the request's connection, with its per-case
+    /// results (what the test gate will judge); `null` when never run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tests: Option<Option<super::rules::TestRunView>>,
+}
+
+/// A deploy item's preview count.
+#[derive(Serialize, ToSchema)]
+pub struct PreviewView {
+    /// `queued` (the agent is counting), `counted`, `failed` or
+    /// `unsupported` (the query has no preview form).
+    pub status: String,
+    /// Events matched, when `counted`.
+    pub count: Option<i64>,
+    /// The window counted over, seconds.
+    pub window_secs: Option<i32>,
+    /// The agent's error class (`failed`) or why there is none (`unsupported`).
+    pub error: Option<String>,
+    /// When the status last changed (RFC 3339).
+    pub at: Option<String>,
 }
 
 impl From<deployment_item::Model> for ItemView {
@@ -216,6 +253,15 @@ impl From<deployment_item::Model> for ItemView {
             status: i.status,
             error_class: i.error_class,
             content_hash: i.content_hash,
+            current: None,
+            preview: i.preview_status.map(|status| PreviewView {
+                status,
+                count: i.preview_count,
+                window_secs: i.preview_window_secs,
+                error: i.preview_error,
+                at: i.preview_at.map(rfc3339),
+            }),
+            tests: None,
         }
     }
 }
@@ -290,7 +336,7 @@ pub struct DeploymentView {
     pub requested_by: Uuid,
     /// SHA-256 of exactly what will be applied.
     pub digest: String,
-    /// `pending_approval`, `changes_requested`, `rejected`, `queued`,
+    /// `pending_approval`, `changes_requested`, `rejected`, `withdrawn`, `queued`,
     /// `delivered`, `succeeded`, `failed`, `refused` or `expired`.
     pub status: String,
     /// Error class when failed or refused (the failing item's).
@@ -348,7 +394,28 @@ async fn full_view(
     let items = deployments::items(&state.db, tenant_id, d.id).await?;
     let approvals = deployments::approvals(&state.db, tenant_id, d.id).await?;
     let review = deployments::review_of(&state.db, tenant_id, d.id).await?;
-    Ok(view(d, items, approvals, review))
+    let awaiting = matches!(d.status.as_str(), "pending_approval" | "changes_requested");
+    let mut extras = Vec::new();
+    if awaiting {
+        for it in &items {
+            let proposed = crate::service::scope::TenantScope::new(tenant_id)
+                .get::<rule_version::Entity>(&state.db, it.rule_version_id, "rule version")
+                .await?;
+            let current =
+                drift::current_against(&state.db, tenant_id, d.connection_id, &proposed).await?;
+            let tests =
+                rules::latest_test_run(&state.db, tenant_id, it.rule_version_id, d.connection_id)
+                    .await?
+                    .map(Into::into);
+            extras.push((current, tests));
+        }
+    }
+    let mut v = view(d, items, approvals, review);
+    for (item, (current, tests)) in v.items.iter_mut().zip(extras) {
+        item.current = Some(current);
+        item.tests = Some(tests);
+    }
+    Ok(v)
 }
 
 /// Requests a deployment of one rule or a batch; it waits for approval by
@@ -459,9 +526,10 @@ pub async fn approve(
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 
-/// Rejects a deployment for good (comment required).
+/// Rejects a deployment for good (comment required). The requester and the
+/// authors of its versions get 403, as for approve.
 #[utoipa::path(post, path = "/v1/deployments/{id}/reject", params(("id" = Uuid, Path)), request_body = DecisionRequest,
-    responses((status = 200, body = DeploymentView), (status = 400), (status = 404), (status = 409)))]
+    responses((status = 200, body = DeploymentView), (status = 400), (status = 403, description = "requester, author, or role without approval"), (status = 404), (status = 409)))]
 pub async fn reject(
     State(state): State<AppState>,
     user: Auth<perm::Approve>,
@@ -481,9 +549,10 @@ pub async fn reject(
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
 }
 
-/// Sends a deployment back to its requester (comment required).
+/// Sends a deployment back to its requester (comment required). The
+/// requester and the authors of its versions get 403, as for approve.
 #[utoipa::path(post, path = "/v1/deployments/{id}/request-changes", params(("id" = Uuid, Path)), request_body = DecisionRequest,
-    responses((status = 200, body = DeploymentView), (status = 400), (status = 404), (status = 409)))]
+    responses((status = 200, body = DeploymentView), (status = 400), (status = 403, description = "requester, author, or role without approval"), (status = 404), (status = 409)))]
 pub async fn request_changes(
     State(state): State<AppState>,
     user: Auth<perm::Approve>,
@@ -501,6 +570,46 @@ pub async fn request_changes(
     )
     .await?;
     Ok(Json(full_view(&state, user.tenant_id, d).await?))
+}
+
+/// A withdrawal by the requester.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawRequest {
+    /// Why (optional).
+    pub comment: Option<String>,
+}
+
+/// Withdraws a request awaiting a decision; its requester only (who may
+/// not reject it: reviewers decide, requesters withdraw).
+#[utoipa::path(post, path = "/v1/deployments/{id}/withdraw", params(("id" = Uuid, Path)), request_body = WithdrawRequest,
+    responses((status = 200, body = DeploymentView), (status = 403, description = "not the requester"), (status = 404), (status = 409)))]
+pub async fn withdraw(
+    State(state): State<AppState>,
+    user: Auth<perm::RequestDeployment>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJsonOrEmpty(req): ApiJsonOrEmpty<WithdrawRequest>,
+) -> ApiResult<Json<DeploymentView>> {
+    let d = deployments::withdraw(&state.db, &user, id, req.comment).await?;
+    Ok(Json(full_view(&state, user.tenant_id, d).await?))
+}
+
+/// Asks the agent for a new preview count of a request awaiting a
+/// decision: per `deploy` item, what the rule's query matches on the SIEM's
+/// data over the last 24 h (the expected alert volume). The answer arrives
+/// in the items' `preview`.
+#[utoipa::path(post, path = "/v1/deployments/{id}/preview", params(("id" = Uuid, Path)),
+    responses((status = 202, body = DeploymentView), (status = 404), (status = 409)))]
+pub async fn preview(
+    State(state): State<AppState>,
+    user: Auth<perm::RequestDeployment>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<DeploymentView>)> {
+    let d = deployments::preview(&state, &user, id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(full_view(&state, user.tenant_id, d).await?),
+    ))
 }
 
 /// A sign-off.
@@ -589,11 +698,32 @@ pub async fn list_notifications(
 }
 
 /// The tenant's approval policy.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize, ToSchema)]
 pub struct ApprovalPolicy {
     /// Distinct approvers a deployment needs (1 to 10, default 1).
     pub min_approvers: i32,
+    /// A rule version with no test cases cannot be approved for deployment
+    /// (an Admin may override with a reason). Default `false`.
+    pub require_tests: bool,
+}
+
+/// A change to the approval policy: the fields given change, the others stay.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalPolicyUpdate {
+    /// Distinct approvers a deployment needs (1 to 10).
+    pub min_approvers: Option<i32>,
+    /// Require test cases on every version deployed.
+    pub require_tests: Option<bool>,
+}
+
+impl From<crate::db::entity::tenant::Model> for ApprovalPolicy {
+    fn from(t: crate::db::entity::tenant::Model) -> Self {
+        ApprovalPolicy {
+            min_approvers: t.min_approvers.max(1),
+            require_tests: t.require_tests,
+        }
+    }
 }
 
 /// The tenant's approval policy.
@@ -602,22 +732,26 @@ pub async fn show_policy(
     State(state): State<AppState>,
     user: Auth<perm::View>,
 ) -> ApiResult<Json<ApprovalPolicy>> {
-    Ok(Json(ApprovalPolicy {
-        min_approvers: deployments::min_approvers(&state.db, user.tenant_id).await?,
-    }))
+    Ok(Json(
+        deployments::approval_policy(&state.db, user.tenant_id)
+            .await?
+            .into(),
+    ))
 }
 
-/// Sets the tenant's approval policy (audited).
-#[utoipa::path(put, path = "/v1/approval-policy", request_body = ApprovalPolicy,
+/// Sets the tenant's approval policy, the fields given (each change audited).
+#[utoipa::path(put, path = "/v1/approval-policy", request_body = ApprovalPolicyUpdate,
     responses((status = 200, body = ApprovalPolicy), (status = 400)))]
 pub async fn set_policy(
     State(state): State<AppState>,
     user: Auth<perm::Administer>,
-    ApiJson(req): ApiJson<ApprovalPolicy>,
+    ApiJson(req): ApiJson<ApprovalPolicyUpdate>,
 ) -> ApiResult<Json<ApprovalPolicy>> {
-    Ok(Json(ApprovalPolicy {
-        min_approvers: deployments::set_min_approvers(&state.db, &user, req.min_approvers).await?,
-    }))
+    Ok(Json(
+        deployments::set_approval_policy(&state.db, &user, req.min_approvers, req.require_tests)
+            .await?
+            .into(),
+    ))
 }
 
 /// A rule as deployed on a connection, with its drift state.
@@ -639,6 +773,12 @@ pub struct DeployedRuleView {
     pub found_hash: Option<String>,
     /// Last drift check (RFC 3339).
     pub checked_at: Option<String>,
+    /// For `drift_detected`: the rule as the SIEM holds it, normalized by
+    /// the agent (`title`, `description`, `severity`, `query`, `schedule`,
+    /// `monitoring`, `enabled`), what `accept_remote` would record; absent
+    /// when missing or not returned.
+    #[schema(value_type = Option<Object>)]
+    pub remote: Option<serde_json::Value>,
 }
 
 impl From<rule_deployment::Model> for DeployedRuleView {
@@ -652,6 +792,10 @@ impl From<rule_deployment::Model> for DeployedRuleView {
             expected_hash: r.content_hash,
             found_hash: r.drift_hash,
             checked_at: r.drift_checked_at.map(rfc3339),
+            remote: r
+                .remote_content
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok()),
         }
     }
 }
@@ -692,12 +836,15 @@ pub struct ResolveView {
     pub state: String,
     /// The redeploy request, awaiting approval.
     pub deployment: Option<DeploymentView>,
+    /// The version recorded from the SIEM (`accept_remote`).
+    pub version: Option<super::rules::VersionView>,
 }
 
 /// Resolves a drifted rule: `redeploy` (a new request, approved like any
-/// change) or `archive` (stop tracking).
+/// change), `archive` (stop tracking) or `accept_remote` (the SIEM's content
+/// becomes the next version, authored by the system, and the deployed one).
 #[utoipa::path(post, path = "/v1/rules/{id}/drift/resolve", params(("id" = Uuid, Path)), request_body = ResolveRequest,
-    responses((status = 200, body = ResolveView), (status = 400), (status = 404), (status = 409)))]
+    responses((status = 200, body = ResolveView), (status = 400), (status = 404), (status = 409), (status = 422, description = "accept_remote: the SIEM's content is not a valid rule")))]
 pub async fn resolve_drift(
     State(state): State<AppState>,
     user: Auth<perm::RequestDeployment>,
@@ -714,18 +861,20 @@ pub async fn resolve_drift(
             "connection_id and resolution are required",
         ));
     };
-    let d = drift::resolve(&state, &user, id, connection_id, resolution, req.message).await?;
+    let done = drift::resolve(&state, &user, id, connection_id, resolution, req.message).await?;
     let st = deployments::current(&state.db, user.tenant_id, id, connection_id)
         .await?
         .map(|r| r.state)
         .unwrap_or_default();
-    let deployment = match d {
-        Some(d) => Some(full_view(&state, user.tenant_id, d).await?),
-        None => None,
+    let (deployment, version) = match done {
+        drift::Resolved::Request(d) => (Some(full_view(&state, user.tenant_id, d).await?), None),
+        drift::Resolved::Version(v) => (None, Some(v.into())),
+        drift::Resolved::Archived => (None, None),
     };
     Ok(Json(ResolveView {
         state: st,
         deployment,
+        version,
     }))
 }
 

@@ -65,6 +65,8 @@ use crate::AppState;
         super::deployments::breakglass,
         super::deployments::rollback,
         super::deployments::sign_off,
+        super::deployments::withdraw,
+        super::deployments::preview,
         super::deployments::list_reviews,
         super::deployments::list_notifications,
         super::deployments::show_policy,

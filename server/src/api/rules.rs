@@ -148,8 +148,12 @@ pub struct VersionView {
     /// Validation warnings given when this version was saved.
     #[schema(value_type = Vec<Object>)]
     pub warnings: Vec<serde_json::Value>,
-    /// Author.
+    /// Author (the nil id for a version no person wrote: see `origin`).
     pub author_id: Uuid,
+    /// Where a version no person wrote came from (`accepted from SIEM
+    /// (connection …) by user …`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// Created (RFC 3339).
     pub created_at: String,
 }
@@ -171,6 +175,7 @@ impl From<rule_version::Model> for VersionView {
             earliest: v.earliest,
             latest: v.latest,
             author_id: v.author_id,
+            origin: v.origin,
             created_at: rfc3339(v.created_at),
         }
     }

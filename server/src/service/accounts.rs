@@ -36,6 +36,7 @@ async fn insert_tenant(
         wrapped_key: Set(None),
         key_version: Set(1),
         min_approvers: Set(1),
+        require_tests: Set(false),
         created_at: Set(now),
     }
     .insert(txn)

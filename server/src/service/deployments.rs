@@ -15,7 +15,8 @@
 //! pending_approval ─approve (enough)→ queued → delivered → succeeded | failed | refused | expired
 //!        │   ↑ update                   ↑
 //!        │   └── changes_requested      └── dry runs and breakglass start here
-//!        └─reject→ rejected
+//!        ├─reject→ rejected
+//!        └─withdraw (requester)→ withdrawn
 //! ```
 //!
 //! Items: `queued` → `sent` (the agent acknowledged the job) → `applied` /
@@ -221,6 +222,12 @@ async fn insert_items(
             status: Set("queued".into()),
             error_class: Set(None),
             content_hash: Set(None),
+            preview_job_id: Set(None),
+            preview_status: Set(None),
+            preview_count: Set(None),
+            preview_window_secs: Set(None),
+            preview_error: Set(None),
+            preview_at: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -297,6 +304,9 @@ pub async fn request(
     )
     .await?;
     let mut wake = None;
+    if !dispatch_now && state.config.preview_on_request {
+        wake = start_preview(&txn, state, &d).await?;
+    }
     let d = if dispatch_now {
         if let Some(reason) = breakglass_reason {
             breakglass_records(&txn, user, &d, reason).await?;
@@ -312,6 +322,175 @@ pub async fn request(
         state.registry.wake(a);
     }
     Ok(d)
+}
+
+/// The window a preview counts over: the last 24 hours.
+pub const PREVIEW_WINDOW_SECS: u32 = 24 * 3600;
+
+/// Sends one `preview_count` job for the `deploy` items of `d` (the others
+/// change no query), in `txn`: each item whose query has a preview form
+/// (`picket_rules::preview_query`) is marked `queued` with the job, the
+/// others `unsupported` with the reason. Returns the agent to wake, or
+/// `None` when no job was sent (nothing to count, or the agent is revoked:
+/// items are then `failed` with `agent_revoked`).
+///
+/// # Errors
+/// On storage failure.
+pub async fn start_preview(
+    txn: &DatabaseTransaction,
+    state: &AppState,
+    d: &deployment::Model,
+) -> ApiResult<Option<Uuid>> {
+    use picket_proto::{Preview, PreviewRule};
+    let scope = TenantScope::new(d.tenant_id);
+    let now = unix_now();
+    let mut rules = Vec::new();
+    let mut queued = Vec::new();
+    for it in items(txn, d.tenant_id, d.id).await? {
+        if it.action != Action::Deploy.as_str() {
+            continue;
+        }
+        let v = scope
+            .get::<rule_version::Entity>(txn, it.rule_version_id, "rule version")
+            .await?;
+        let language =
+            picket_rules::Language::parse(&v.language).unwrap_or(picket_rules::Language::Spl);
+        match picket_rules::preview_query(language, &v.query) {
+            Ok(query) => {
+                rules.push(PreviewRule {
+                    rule_id: it.rule_id,
+                    query,
+                });
+                queued.push(it);
+            }
+            Err(why) => {
+                set_preview(txn, it, "unsupported", None, Some(why), None, now).await?;
+            }
+        }
+    }
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let c = connections::get(txn, d.tenant_id, d.connection_id).await?;
+    let a = scope.get::<agent::Entity>(txn, c.agent_id, "agent").await?;
+    if a.revoked_at.is_some() {
+        for it in queued {
+            let why = Some("agent_revoked".to_owned());
+            set_preview(txn, it, "failed", None, why, None, now).await?;
+        }
+        return Ok(None);
+    }
+    let spec = JobSpec {
+        target: connections::target_for_job(txn, &state.keys, &c).await?,
+        action: JobAction::PreviewCount {
+            preview: Preview {
+                window_secs: PREVIEW_WINDOW_SECS,
+                rules,
+            },
+        },
+    };
+    // No deployment id on the job: its acknowledgement and result must not
+    // move the request's own status.
+    let j = jobs::enqueue(txn, &state.keys, &a, &spec, None, state.config.job_ttl_secs).await?;
+    drop(spec);
+    for it in queued {
+        set_preview(txn, it, "queued", None, None, Some(j.id), now).await?;
+    }
+    Ok(Some(a.id))
+}
+
+async fn set_preview(
+    txn: &impl ConnectionTrait,
+    it: deployment_item::Model,
+    status: &str,
+    count: Option<u64>,
+    error: Option<String>,
+    job_id: Option<Uuid>,
+    now: i64,
+) -> ApiResult<()> {
+    let keep_job = it.preview_job_id;
+    let mut am: deployment_item::ActiveModel = it.into();
+    am.preview_status = Set(Some(status.to_owned()));
+    am.preview_count = Set(count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)));
+    am.preview_error = Set(error);
+    am.preview_job_id = Set(job_id.or(keep_job));
+    am.preview_window_secs = Set(Some(i32::try_from(PREVIEW_WINDOW_SECS).unwrap_or(i32::MAX)));
+    am.preview_at = Set(Some(now));
+    am.update(txn).await?;
+    Ok(())
+}
+
+/// Asks for a new preview of a request awaiting a decision (the last one
+/// may be stale, or was never run); audited `deployment.preview`.
+///
+/// # Errors
+/// 404 outside the tenant; 409 `not_pending` once decided or dispatched.
+pub async fn preview(
+    state: &AppState,
+    user: &CurrentUser,
+    id: Uuid,
+) -> ApiResult<deployment::Model> {
+    let txn = state.db.begin().await?;
+    let d = user
+        .scope()
+        .get::<deployment::Entity>(&txn, id, "deployment")
+        .await?;
+    if !matches!(d.status.as_str(), "pending_approval" | "changes_requested") {
+        return Err(ApiError::conflict(
+            "not_pending",
+            format!(
+                "deployment is {}; previews are for requests awaiting a decision",
+                d.status
+            ),
+        ));
+    }
+    let wake = start_preview(&txn, state, &d).await?;
+    audit::record(&txn, user.event("deployment.preview", "deployment", d.id)).await?;
+    txn.commit().await?;
+    if let Some(a) = wake {
+        state.registry.wake(a);
+    }
+    Ok(d)
+}
+
+/// Stores what a `preview_count` job counted, on the items it was sent for
+/// (an item asked again since keeps only the newer job's answer). Called in
+/// the transaction that records the job's result.
+///
+/// # Errors
+/// On storage failure.
+pub async fn apply_preview(
+    txn: &impl ConnectionTrait,
+    job_id: Uuid,
+    r: &JobResult,
+) -> ApiResult<()> {
+    let waiting = deployment_item::Entity::find()
+        .filter(deployment_item::Column::PreviewJobId.eq(job_id))
+        .filter(deployment_item::Column::PreviewStatus.eq("queued"))
+        .all(txn)
+        .await?;
+    let now = unix_now();
+    let outcomes: &[ItemOutcome] = r.items.as_deref().unwrap_or(&[]);
+    for it in waiting {
+        let found = outcomes.iter().find(|o| o.rule_id == it.rule_id);
+        match found {
+            Some(o) if o.status == ItemStatus::Counted && o.count.is_some() => {
+                set_preview(txn, it, "counted", o.count, None, None, now).await?;
+            }
+            Some(o) => {
+                let class = o.error_class.map(|c| c.as_str().to_owned());
+                set_preview(txn, it, "failed", None, class, None, now).await?;
+            }
+            None => {
+                // The whole job failed or was refused (policy, expiry...).
+                let class = r
+                    .error_class
+                    .map_or_else(|| "internal".to_owned(), |c| c.as_str().to_owned());
+                set_preview(txn, it, "failed", None, Some(class), None, now).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The review task and the notice every Admin sees, for a breakglass deployment.
@@ -424,9 +603,13 @@ pub async fn update(
     Ok(d)
 }
 
-/// The one place that decides whether `user` may approve `d`: never its
-/// requester, never the author of any version it includes. Returns the
-/// reason when not.
+/// The one place that decides whether `user` may decide on `d` at all
+/// (approve, reject or request changes): never its requester, never the
+/// author of any version it includes. Reject and request-changes are gated
+/// like approve: a requester who could reject their own request could also
+/// pick which reviewer's "changes requested" stands, and an author could
+/// bury a colleague's fix. A requester who no longer wants the change
+/// withdraws it instead ([`withdraw`]). Returns the reason when not.
 ///
 /// # Errors
 /// On storage failure.
@@ -436,7 +619,9 @@ pub async fn may_approve(
     d: &deployment::Model,
 ) -> ApiResult<Result<(), &'static str>> {
     if d.requested_by == user.id {
-        return Ok(Err("the requester of a deployment cannot approve it"));
+        return Ok(Err(
+            "the requester of a deployment cannot approve, reject or request changes on it (withdraw it instead)",
+        ));
     }
     let items = items(conn, user.tenant_id, d.id).await?;
     for it in items {
@@ -446,7 +631,7 @@ pub async fn may_approve(
             .await?;
         if v.author_id == user.id {
             return Ok(Err(
-                "the author of a rule version in this deployment cannot approve it",
+                "the author of a rule version in this deployment cannot approve, reject or request changes on it",
             ));
         }
     }
@@ -457,16 +642,71 @@ async fn deny(
     db: &DatabaseConnection,
     user: &CurrentUser,
     d: &deployment::Model,
+    decision: Decision,
     reason: &str,
 ) -> ApiResult<ApiError> {
     audit::record(
         db,
-        user.event("deployment.approve", "deployment", d.id)
+        user.event(decision.audit_action(), "deployment", d.id)
             .outcome(Outcome::Denied)
             .details(serde_json::json!({ "reason": reason })),
     )
     .await?;
     Ok(ApiError::Forbidden(reason.to_owned()))
+}
+
+/// Withdraws a request awaiting a decision (or sent back with changes
+/// requested); only its requester may. Final, like a rejection, but it is
+/// the requester's own act, so no reviewer decision is recorded.
+///
+/// # Errors
+/// 404 outside the tenant; 403 for anyone but the requester (audited as
+/// denied); 409 `not_pending` once dispatched or decided; 400 for a comment
+/// over the size limit.
+pub async fn withdraw(
+    db: &DatabaseConnection,
+    user: &CurrentUser,
+    id: Uuid,
+    comment: Option<String>,
+) -> ApiResult<deployment::Model> {
+    if let Some(c) = &comment {
+        validate::optional_text("comment", c, MAX_TEXT)?;
+    }
+    let txn = db.begin().await?;
+    let d = user
+        .scope()
+        .get::<deployment::Entity>(&txn, id, "deployment")
+        .await?;
+    if d.requested_by != user.id {
+        drop(txn);
+        let reason = "only the requester can withdraw a deployment request";
+        audit::record(
+            db,
+            user.event("deployment.withdraw", "deployment", id)
+                .outcome(Outcome::Denied)
+                .details(serde_json::json!({ "reason": reason })),
+        )
+        .await?;
+        return Err(ApiError::Forbidden(reason.into()));
+    }
+    if !matches!(d.status.as_str(), "pending_approval" | "changes_requested") {
+        return Err(ApiError::conflict(
+            "not_pending",
+            format!("deployment is {}; it can no longer be withdrawn", d.status),
+        ));
+    }
+    audit::record(
+        &txn,
+        user.event("deployment.withdraw", "deployment", d.id)
+            .details(serde_json::json!({ "digest": d.digest, "comment": comment })),
+    )
+    .await?;
+    let mut am: deployment::ActiveModel = d.into();
+    am.status = Set("withdrawn".into());
+    am.updated_at = Set(unix_now());
+    let d = am.update(&txn).await?;
+    txn.commit().await?;
+    Ok(d)
 }
 
 /// A reviewer's decision.
@@ -488,6 +728,14 @@ impl Decision {
             Decision::RequestChanges => "request_changes",
         }
     }
+
+    fn audit_action(self) -> &'static str {
+        match self {
+            Decision::Approve => "deployment.approve",
+            Decision::Reject => "deployment.reject",
+            Decision::RequestChanges => "deployment.request_changes",
+        }
+    }
 }
 
 /// Records a decision on a request awaiting approval. `seen_digest`, when
@@ -496,7 +744,8 @@ impl Decision {
 /// tenant's minimum dispatches the batch and wakes the agent.
 ///
 /// # Errors
-/// 403 for the requester or an author approving (audited as denied); 404
+/// 403 for the requester or an author, whatever the decision (audited as
+/// denied); 404
 /// outside the tenant; 409 `digest_changed` when the request changed since
 /// the reviewer saw it, `not_pending` when it awaits no decision,
 /// `already_decided` for a second decision on the same digest; 400 when a
@@ -522,10 +771,8 @@ pub async fn decide(
         }
         None => {}
     }
-    if decision == Decision::Approve
-        && let Err(reason) = may_approve(db, user, &d).await?
-    {
-        return Err(deny(db, user, &d, reason).await?);
+    if let Err(reason) = may_approve(db, user, &d).await? {
+        return Err(deny(db, user, &d, decision, reason).await?);
     }
     let txn = db.begin().await?;
     // Re-read inside the transaction: the state may have moved since.
@@ -553,17 +800,22 @@ pub async fn decide(
     // Rule test gate: every included version's tests must have passed on
     // this connection, unless an Admin overrides with a reason.
     if decision == Decision::Approve {
-        let versions: Vec<Uuid> = items(&txn, user.tenant_id, d.id)
+        let versions: Vec<(Uuid, bool)> = items(&txn, user.tenant_id, d.id)
             .await?
             .iter()
-            .map(|i| i.rule_version_id)
+            .map(|i| (i.rule_version_id, i.action == Action::Deploy.as_str()))
             .collect();
+        let require_tests = tenant::Entity::find_by_id(user.tenant_id)
+            .one(&txn)
+            .await?
+            .is_some_and(|t| t.require_tests);
         rules::enforce_tests_gate(
             &txn,
             user,
             d.id,
             d.connection_id,
             &versions,
+            require_tests,
             test_override.as_deref(),
         )
         .await?;
@@ -586,14 +838,9 @@ pub async fn decide(
             "you have already decided on this version of the request",
         )
     })?;
-    let action = match decision {
-        Decision::Approve => "deployment.approve",
-        Decision::Reject => "deployment.reject",
-        Decision::RequestChanges => "deployment.request_changes",
-    };
     audit::record(
         &txn,
-        user.event(action, "deployment", d.id)
+        user.event(decision.audit_action(), "deployment", d.id)
             .details(serde_json::json!({ "digest": d.digest, "comment": comment })),
     )
     .await?;
@@ -858,6 +1105,7 @@ async fn record_deployed(
                 state: Set("deployed".into()),
                 drift_hash: Set(None),
                 drift_checked_at: Set(None),
+                remote_content: Set(None),
                 last_deployment_id: Set(Some(d.id)),
                 updated_at: Set(now),
             }
@@ -885,6 +1133,7 @@ async fn record_deployed(
             am.content_hash = Set(hash);
             am.state = Set("deployed".into());
             am.drift_hash = Set(None);
+            am.remote_content = Set(None);
             am.last_deployment_id = Set(Some(d.id));
             am.updated_at = Set(now);
             am.update(txn).await?;
@@ -1083,7 +1332,27 @@ pub async fn set_min_approvers(
     user: &CurrentUser,
     n: i32,
 ) -> ApiResult<i32> {
-    if !(1..=10).contains(&n) {
+    Ok(set_approval_policy(db, user, Some(n), None)
+        .await?
+        .min_approvers)
+}
+
+/// Changes the tenant's approval policy, the fields given only, in one
+/// transaction: `min_approvers` (1 to 10, audited `tenant.min_approvers`)
+/// and `require_tests` (audited `tenant.require_tests`). Nothing is written
+/// (or audited) when a value is unchanged. Returns the tenant as it now is.
+///
+/// # Errors
+/// 400 `invalid_min_approvers` outside 1..=10 (nothing changes).
+pub async fn set_approval_policy(
+    db: &DatabaseConnection,
+    user: &CurrentUser,
+    min_approvers: Option<i32>,
+    require_tests: Option<bool>,
+) -> ApiResult<tenant::Model> {
+    if let Some(n) = min_approvers
+        && !(1..=10).contains(&n)
+    {
         return Err(ApiError::bad_request(
             "invalid_min_approvers",
             "min_approvers must be between 1 and 10",
@@ -1094,18 +1363,47 @@ pub async fn set_min_approvers(
         .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("tenant"))?;
-    let old = t.min_approvers;
-    let mut am: tenant::ActiveModel = t.into();
-    am.min_approvers = Set(n);
-    am.update(&txn).await?;
-    audit::record(
-        &txn,
-        user.event("tenant.min_approvers", "tenant", user.tenant_id)
-            .details(serde_json::json!({ "old": old, "new": n })),
-    )
-    .await?;
+    let (old_min, old_req) = (t.min_approvers, t.require_tests);
+    let mut am: tenant::ActiveModel = t.clone().into();
+    let mut changed = false;
+    if let Some(n) = min_approvers
+        && n != old_min
+    {
+        am.min_approvers = Set(n);
+        changed = true;
+        audit::record(
+            &txn,
+            user.event("tenant.min_approvers", "tenant", user.tenant_id)
+                .details(serde_json::json!({ "old": old_min, "new": n })),
+        )
+        .await?;
+    }
+    if let Some(r) = require_tests
+        && r != old_req
+    {
+        am.require_tests = Set(r);
+        changed = true;
+        audit::record(
+            &txn,
+            user.event("tenant.require_tests", "tenant", user.tenant_id)
+                .details(serde_json::json!({ "old": old_req, "new": r })),
+        )
+        .await?;
+    }
+    let t = if changed { am.update(&txn).await? } else { t };
     txn.commit().await?;
-    Ok(n)
+    Ok(t)
+}
+
+/// The tenant (for its approval policy).
+///
+/// # Errors
+/// On storage failure.
+pub async fn approval_policy(db: &DatabaseConnection, tenant_id: Uuid) -> ApiResult<tenant::Model> {
+    tenant::Entity::find_by_id(tenant_id)
+        .one(db)
+        .await?
+        .ok_or(ApiError::NotFound("tenant"))
 }
 
 /// The tenant's minimum number of distinct approvers.

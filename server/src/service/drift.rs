@@ -8,10 +8,16 @@
 //! `drift_detected` (audited once, when it is first seen), a rule back in sync
 //! returns to `deployed`.
 //!
+//! For a drifted rule the agent also returns the rule as the SIEM holds it,
+//! normalized back to the rule model (`RemoteRule`: rule text and schedule,
+//! never log data, bounded), stored with the drift until it is resolved.
+//!
 //! Resolutions: `redeploy` (a request deploying our version again, approved
 //! like any change), `archive` (stop tracking the rule on that connection;
-//! nothing changes on the SIEM). Accepting the remote content as a new
-//! version needs the agent to return the rule text and is not implemented yet.
+//! nothing changes on the SIEM), `accept_remote` (record the SIEM's content
+//! as the rule's next version, authored by the system, validated like any
+//! save; the SIEM already runs it, so it becomes the deployed version and
+//! the drift is cleared; rollback restores ours).
 
 use std::time::Duration;
 
@@ -135,10 +141,19 @@ pub async fn apply_result(
             ItemStatus::InSync => {
                 am.state = Set("deployed".into());
                 am.drift_hash = Set(None);
+                am.remote_content = Set(None);
             }
             ItemStatus::Drifted | ItemStatus::Missing => {
                 am.state = Set("drift_detected".into());
                 am.drift_hash = Set(o.content_hash.map(|h| hex::encode(h.0)));
+                // The agent is trusted for content no more than for hashes:
+                // bounded again here, whoever sent it.
+                let remote = o
+                    .remote
+                    .as_deref()
+                    .filter(|r| o.status == ItemStatus::Drifted && r.within_bounds())
+                    .and_then(|r| serde_json::to_string(r).ok());
+                am.remote_content = Set(remote);
                 if was != "drift_detected" {
                     audit::record(
                         txn,
@@ -187,6 +202,86 @@ pub async fn list(
         .await?)
 }
 
+/// What a rule holds now on a connection, for a request's reviewers: the
+/// SIEM's own content when the last drift check found it drifted (and the
+/// agent returned it), else Picket's record of what it deployed (which the
+/// last in-sync check confirmed, at `checked_at`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Current {
+    /// `siem` (read from the SIEM by the agent) or `record` (the version
+    /// Picket deployed there).
+    pub source: String,
+    /// `deployed`, `drift_detected`, `archived` or `removed`; `absent` when
+    /// Picket never deployed the rule there.
+    pub state: String,
+    /// The version Picket deployed there (what the SIEM should hold).
+    pub version: Option<i32>,
+    /// Deployed (or found) with alerting off.
+    pub monitoring: bool,
+    /// The last drift check (RFC 3339).
+    pub checked_at: Option<String>,
+    /// The rule as it is now against the item's version (`from` is the
+    /// deployed version number; with `source: siem` the unified diff's old
+    /// side is headed `siem`). `None` when there is nothing to compare
+    /// (absent, removed, missing on the SIEM).
+    pub diff: Option<crate::service::rules::VersionDiff>,
+}
+
+/// [`Current`] for one rule on a connection against `proposed`.
+///
+/// # Errors
+/// On storage failure.
+pub async fn current_against(
+    conn: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    connection_id: Uuid,
+    proposed: &crate::db::entity::rule_version::Model,
+) -> ApiResult<Current> {
+    use crate::db::entity::{rule, rule_version};
+    use crate::service::rules;
+    let scope = TenantScope::new(tenant_id);
+    let Some(rd) = deployments::current(conn, tenant_id, proposed.rule_id, connection_id).await?
+    else {
+        return Ok(Current {
+            source: "record".into(),
+            state: "absent".into(),
+            version: None,
+            monitoring: false,
+            checked_at: None,
+            diff: None,
+        });
+    };
+    let base = scope
+        .get::<rule_version::Entity>(conn, rd.rule_version_id, "rule version")
+        .await?;
+    let remote = rd
+        .remote_content
+        .as_deref()
+        .filter(|_| rd.state == "drift_detected")
+        .and_then(|t| serde_json::from_str::<picket_proto::RemoteRule>(t).ok());
+    let (source, diff, monitoring) = match (rd.state.as_str(), remote) {
+        ("drift_detected", Some(remote)) => {
+            let r = scope.get::<rule::Entity>(conn, rd.rule_id, "rule").await?;
+            let diff = rules::remote_as_version(rules::rule_kind(&r), &base, &remote).map(|now| {
+                rules::diff_labeled(&now, proposed, "siem", &format!("v{}", proposed.version))
+            });
+            ("siem", diff, remote.monitoring)
+        }
+        // Missing on the SIEM, or its content not returned: nothing to show.
+        ("drift_detected", None) => ("siem", None, rd.monitoring),
+        ("removed", _) => ("record", None, rd.monitoring),
+        _ => ("record", Some(rules::diff(&base, proposed)), rd.monitoring),
+    };
+    Ok(Current {
+        source: source.into(),
+        state: rd.state,
+        version: Some(rd.version),
+        monitoring,
+        checked_at: rd.drift_checked_at.map(crate::time::rfc3339),
+        diff,
+    })
+}
+
 /// How to resolve a drift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -195,16 +290,30 @@ pub enum Resolution {
     Redeploy,
     /// Stop tracking the rule on this connection; the SIEM keeps what it has.
     Archive,
-    /// Record the SIEM's content as a new version (not implemented yet).
+    /// Record the SIEM's content as the rule's next version (authored by
+    /// the system), deployed as it is; clears the drift.
     AcceptRemote,
 }
 
-/// Resolves a drifted rule on a connection. `redeploy` returns the new request.
+/// What a resolution produced: the redeploy request, or the version
+/// accepted from the SIEM.
+pub enum Resolved {
+    /// `redeploy`: the request, awaiting approval.
+    Request(deployment::Model),
+    /// `accept_remote`: the new version.
+    Version(crate::db::entity::rule_version::Model),
+    /// `archive`.
+    Archived,
+}
+
+/// Resolves a drifted rule on a connection.
 ///
 /// # Errors
 /// 404 for a rule or connection outside the tenant, or no tracked deployment;
-/// 409 `no_drift` when the rule is not in `drift_detected`; 501-like 409
-/// `not_supported` for `accept_remote`.
+/// 409 `no_drift` when the rule is not in `drift_detected`; for
+/// `accept_remote`, 409 `remote_unknown` when the agent returned no content
+/// for it (the rule is missing, or its content was over the bounds) and 422
+/// `invalid_remote_rule` when the content is not a valid rule.
 pub async fn resolve(
     state: &AppState,
     user: &CurrentUser,
@@ -212,7 +321,7 @@ pub async fn resolve(
     connection_id: Uuid,
     resolution: Resolution,
     message: String,
-) -> ApiResult<Option<deployment::Model>> {
+) -> ApiResult<Resolved> {
     let db = &state.db;
     let rd = deployments::current(db, user.tenant_id, rule_id, connection_id)
         .await?
@@ -227,10 +336,7 @@ pub async fn resolve(
         ));
     }
     match resolution {
-        Resolution::AcceptRemote => Err(ApiError::conflict(
-            "not_supported",
-            "accepting the SIEM's content as a new version is not implemented yet; redeploy or archive",
-        )),
+        Resolution::AcceptRemote => accept_remote(db, user, rd).await.map(Resolved::Version),
         Resolution::Archive => {
             let txn = db.begin().await?;
             let mut am: rule_deployment::ActiveModel = rd.into();
@@ -245,7 +351,7 @@ pub async fn resolve(
             )
             .await?;
             txn.commit().await?;
-            Ok(None)
+            Ok(Resolved::Archived)
         }
         Resolution::Redeploy => {
             let req = NewRequest {
@@ -271,9 +377,70 @@ pub async fn resolve(
                     })),
             )
             .await?;
-            Ok(Some(d))
+            Ok(Resolved::Request(d))
         }
     }
+}
+
+/// `accept_remote`: the SIEM's content becomes the next version and the
+/// deployed one (with the hash the agent found), in one transaction with
+/// its audit events. The version it replaces becomes the previous one, so
+/// a rollback restores ours.
+async fn accept_remote(
+    db: &DatabaseConnection,
+    user: &CurrentUser,
+    rd: rule_deployment::Model,
+) -> ApiResult<crate::db::entity::rule_version::Model> {
+    use crate::db::entity::{rule, rule_version};
+    let unknown = || {
+        ApiError::conflict(
+            "remote_unknown",
+            "the agent returned no content for this rule (it is missing on the SIEM, or its content was over the size bound); redeploy ours or archive, or run a drift check again",
+        )
+    };
+    let (Some(text), Some(found)) = (rd.remote_content.clone(), rd.drift_hash.clone()) else {
+        return Err(unknown());
+    };
+    let remote: picket_proto::RemoteRule = serde_json::from_str(&text).map_err(|_| unknown())?;
+    let txn = db.begin().await?;
+    let scope = user.scope();
+    let r = scope.get::<rule::Entity>(&txn, rd.rule_id, "rule").await?;
+    let base = scope
+        .get::<rule_version::Entity>(&txn, rd.rule_version_id, "rule version")
+        .await?;
+    let v =
+        crate::service::rules::accept_remote_in(&txn, user, &r, &base, &remote, rd.connection_id)
+            .await?;
+    let connection_id = rd.connection_id;
+    let mut am: rule_deployment::ActiveModel = rd.clone().into();
+    am.previous_version_id = Set(Some(rd.rule_version_id));
+    am.previous_version = Set(Some(rd.version));
+    am.previous_monitoring = Set(rd.monitoring);
+    am.previous_enabled = Set(rd.enabled);
+    am.rule_version_id = Set(v.id);
+    am.version = Set(v.version);
+    am.monitoring = Set(remote.monitoring);
+    am.enabled = Set(remote.enabled);
+    am.content_hash = Set(Some(found.clone()));
+    am.state = Set("deployed".into());
+    am.drift_hash = Set(None);
+    am.remote_content = Set(None);
+    am.updated_at = Set(unix_now());
+    am.update(&txn).await?;
+    audit::record(
+        &txn,
+        user.event("rule.drift_resolve", "rule", rd.rule_id)
+            .details(serde_json::json!({
+                "connection_id": connection_id,
+                "resolution": "accept_remote",
+                "version": v.version,
+                "replaced_version": rd.version,
+                "content_hash": found,
+            })),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(v)
 }
 
 /// The scheduler: every `drift_check_interval_secs`, a drift check for each

@@ -329,6 +329,9 @@ pub async fn record_result(
     if j.kind == JobKind::RuleHealth.as_str() {
         crate::service::rule_health::apply_result(&txn, &j, r).await?;
     }
+    if j.kind == JobKind::PreviewCount.as_str() {
+        crate::service::deployments::apply_preview(&txn, j.id, r).await?;
+    }
     // A `test_rule` job's per-case counts (issue 6, rule side).
     crate::service::rules::record_test_result(&txn, tenant_id, agent_id, r).await?;
     audit::record(

@@ -155,7 +155,7 @@ async fn create_in(
     }
     .insert(txn)
     .await?;
-    let v = insert_version(txn, &r, 1, me.id, c, language, &warnings).await?;
+    let v = insert_version(txn, &r, 1, (me.id, None), c, language, &warnings).await?;
     audit::record(
         txn,
         me.event("rule.create", "rule", r.id)
@@ -172,7 +172,7 @@ async fn insert_version(
     txn: &DatabaseTransaction,
     r: &rule::Model,
     version: i32,
-    author: Uuid,
+    (author, origin): (Uuid, Option<String>),
     c: &RuleContent,
     language: Language,
     warnings: &[Diagnostic],
@@ -195,6 +195,7 @@ async fn insert_version(
         mitre: Set(json(&c.mitre)?),
         tests: Set(json(&c.tests)?),
         warnings: Set(json(&warnings)?),
+        origin: Set(origin),
     }
     .insert(txn)
     .await?)
@@ -229,7 +230,7 @@ async fn add_version_in(
     (language, warnings): (Language, Vec<Diagnostic>),
 ) -> ApiResult<rule_version::Model> {
     let next = r.latest_version + 1;
-    let v = insert_version(txn, r, next, me.id, c, language, &warnings).await?;
+    let v = insert_version(txn, r, next, (me.id, None), c, language, &warnings).await?;
     let mut am: rule::ActiveModel = r.clone().into();
     am.latest_version = Set(next);
     am.name = Set(c.title.clone());
@@ -238,6 +239,182 @@ async fn add_version_in(
         txn,
         me.event("rule.version", "rule", r.id)
             .details(serde_json::json!({ "version": next, "warnings": warnings.len() })),
+    )
+    .await?;
+    Ok(v)
+}
+
+/// The author recorded on versions no person wrote (accepted from a SIEM):
+/// the nil id, which is no user's, so separation of duties never mistakes
+/// it for anyone.
+pub const SYSTEM_AUTHOR: Uuid = Uuid::nil();
+
+/// The rule content "accept remote" records: the SIEM's normalized rule
+/// (`remote`) over the deployed version `base`. What the SIEM does not hold
+/// is kept from `base`: the ATT&CK tags, the tests, the title when the SIEM
+/// keeps none, and the severity when the SIEM's scale cannot tell the two
+/// apart (Splunk low/medium, Sentinel high/critical). The Elastic language
+/// follows the query's form, as the agent picks the rule type from it.
+///
+/// # Errors
+/// 422 `invalid_rule` for a schedule that does not convert.
+pub fn remote_content(
+    kind: SiemKind,
+    base: &rule_version::Model,
+    remote: &picket_proto::RemoteRule,
+) -> ApiResult<RuleContent> {
+    let s = &remote.schedule;
+    let schedule = picket_rules::canonical_schedule(
+        kind,
+        &picket_rules::FileSchedule {
+            cron: s.cron.clone(),
+            earliest: s.earliest.clone(),
+            latest: s.latest.clone(),
+            frequency: s.frequency.clone(),
+            lookback: s.lookback.clone(),
+        },
+    )
+    .map_err(|details| ApiError::Unprocessable {
+        code: "invalid_rule",
+        message: details.first().map(ToString::to_string).unwrap_or_default(),
+        details,
+    })?;
+    let base_severity = parse_severity(&base.severity).unwrap_or(remote.severity);
+    let same_step = |a: Severity, b: Severity| {
+        use Severity::{Critical, High, Low, Medium};
+        a == b
+            || match kind {
+                SiemKind::Splunk => matches!((a, b), (Low, Medium) | (Medium, Low)),
+                SiemKind::Sentinel => matches!((a, b), (High, Critical) | (Critical, High)),
+                SiemKind::Elastic => false,
+            }
+    };
+    let severity = if same_step(base_severity, remote.severity) {
+        base_severity
+    } else {
+        remote.severity
+    };
+    let language = match kind {
+        SiemKind::Elastic => Some(elastic_language(&remote.query)),
+        _ => Language::parse(&base.language),
+    };
+    Ok(RuleContent {
+        title: if remote.title.trim().is_empty() {
+            base.title.clone()
+        } else {
+            remote.title.clone()
+        },
+        description: remote.description.clone(),
+        severity,
+        language,
+        query: remote.query.clone(),
+        schedule,
+        mitre: version_mitre(base),
+        tests: version_tests(base),
+    })
+}
+
+/// The SIEM's content of a drifted rule as an unsaved version over `base`
+/// (same rule, version number and author as `base`): what a diff against
+/// the SIEM compares. `None` when it does not convert (its schedule).
+pub fn remote_as_version(
+    kind: SiemKind,
+    base: &rule_version::Model,
+    remote: &picket_proto::RemoteRule,
+) -> Option<rule_version::Model> {
+    let c = remote_content(kind, base, remote).ok()?;
+    let language = c.language.unwrap_or(kind.default_language());
+    Some(rule_version::Model {
+        title: c.title,
+        description: c.description,
+        severity: c.severity.as_str().to_owned(),
+        query: c.query,
+        cron: c.schedule.cron,
+        earliest: c.schedule.earliest,
+        latest: c.schedule.latest,
+        language: language.as_str().to_owned(),
+        origin: Some("siem".into()),
+        ..base.clone()
+    })
+}
+
+/// The Elastic rule language of a query by its form (as the agent's Elastic
+/// connector decides the rule type): `FROM …` is ES|QL, `<category> where`
+/// or `sequence` is EQL, anything else Kibana KQL.
+fn elastic_language(query: &str) -> Language {
+    let lower = query.trim_start().to_ascii_lowercase();
+    if lower.starts_with("from ") {
+        return Language::Esql;
+    }
+    let mut words = lower.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    let second = words.next().unwrap_or_default();
+    let category =
+        !first.is_empty() && first.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if first == "sequence" || (category && second == "where") {
+        Language::Eql
+    } else {
+        Language::Kuery
+    }
+}
+
+/// Records the SIEM's content of a drifted rule as the rule's next version,
+/// authored by [`SYSTEM_AUTHOR`] with `origin` "accepted from SIEM ...",
+/// validated like any save, in `txn`. Returns the new version.
+///
+/// # Errors
+/// 422 `invalid_remote_rule` listing the findings when the SIEM's content is
+/// not a valid rule (nothing is written); 400 for a title or description
+/// over its bound; storage failures.
+pub async fn accept_remote_in(
+    txn: &DatabaseTransaction,
+    me: &CurrentUser,
+    r: &rule::Model,
+    base: &rule_version::Model,
+    remote: &picket_proto::RemoteRule,
+    connection_id: Uuid,
+) -> ApiResult<rule_version::Model> {
+    let kind = rule_kind(r);
+    let invalid = |e: ApiError| match e {
+        ApiError::Unprocessable {
+            message, details, ..
+        } => ApiError::Unprocessable {
+            code: "invalid_remote_rule",
+            message: format!(
+                "the SIEM's version of this rule is not a valid rule, so it was not recorded: {message}; redeploy ours or archive"
+            ),
+            details,
+        },
+        other => other,
+    };
+    let c = remote_content(kind, base, remote).map_err(invalid)?;
+    let (language, warnings) = c.validate(kind).map_err(invalid)?;
+    let next = r.latest_version + 1;
+    let origin = format!(
+        "accepted from SIEM (connection {connection_id}) by user {}",
+        me.id
+    );
+    let v = insert_version(
+        txn,
+        r,
+        next,
+        (SYSTEM_AUTHOR, Some(origin.clone())),
+        &c,
+        language,
+        &warnings,
+    )
+    .await?;
+    let mut am: rule::ActiveModel = r.clone().into();
+    am.latest_version = Set(next);
+    am.name = Set(c.title.clone());
+    am.update(txn).await?;
+    audit::record(
+        txn,
+        me.event("rule.version", "rule", r.id)
+            .details(serde_json::json!({
+                "version": next, "warnings": warnings.len(),
+                "author": "system", "origin": origin,
+            })),
     )
     .await?;
     Ok(v)
@@ -369,6 +546,17 @@ fn metadata(v: &rule_version::Model) -> Vec<(&'static str, String)> {
 
 /// Line diff of the query and field diff of the metadata of versions `a` and `b`.
 pub fn diff(a: &rule_version::Model, b: &rule_version::Model) -> VersionDiff {
+    diff_labeled(a, b, &format!("v{}", a.version), &format!("v{}", b.version))
+}
+
+/// [`diff`] with the unified diff's headers named by the caller (e.g.
+/// `siem` for content read from the SIEM).
+pub fn diff_labeled(
+    a: &rule_version::Model,
+    b: &rule_version::Model,
+    from_label: &str,
+    to_label: &str,
+) -> VersionDiff {
     let metadata = metadata(a)
         .into_iter()
         .zip(metadata(b))
@@ -390,10 +578,7 @@ pub fn diff(a: &rule_version::Model, b: &rule_version::Model) -> VersionDiff {
             text: change.value().trim_end_matches(['\n', '\r']).to_owned(),
         });
     }
-    let unified = text
-        .unified_diff()
-        .header(&format!("v{}", a.version), &format!("v{}", b.version))
-        .to_string();
+    let unified = text.unified_diff().header(from_label, to_label).to_string();
     VersionDiff {
         from: a.version,
         to: b.version,
@@ -570,7 +755,8 @@ pub struct GateItem {
     /// The version number.
     pub version: i32,
     /// `tests_missing` (never run against this connection), `tests_running`,
-    /// `tests_failed` or `tests_error`.
+    /// `tests_failed`, `tests_error` or `no_tests` (none, and the tenant
+    /// requires them).
     pub reason: &'static str,
 }
 
@@ -585,6 +771,7 @@ impl GateFailure {
                     "tests_missing" => "its tests have not been run on this connection",
                     "tests_running" => "its test run has not finished",
                     "tests_failed" => "its latest test run failed",
+                    "no_tests" => "it has no test cases and this tenant requires tests",
                     _ => "its latest test run could not complete",
                 };
                 format!("rule {} v{}: {why}", b.rule_id, b.version)
@@ -603,10 +790,32 @@ impl From<GateFailure> for ApiError {
     }
 }
 
+/// The latest test run of a version on a connection, if any.
+///
+/// # Errors
+/// On storage failure.
+pub async fn latest_test_run(
+    conn: &impl ConnectionTrait,
+    tenant_id: Uuid,
+    rule_version_id: Uuid,
+    connection_id: Uuid,
+) -> ApiResult<Option<rule_test_run::Model>> {
+    Ok(TenantScope::new(tenant_id)
+        .find::<rule_test_run::Entity>()
+        .filter(rule_test_run::Column::RuleVersionId.eq(rule_version_id))
+        .filter(rule_test_run::Column::ConnectionId.eq(connection_id))
+        .order_by_desc(rule_test_run::Column::CreatedAt)
+        .order_by_desc(rule_test_run::Column::Id)
+        .one(conn)
+        .await?)
+}
+
 /// The test gate of deployment approvals: every included version that has
 /// test cases must have a latest test run on `connection_id` that passed.
-/// Versions without test cases pass (there is nothing to run; the approver
-/// sees `tests: []` on the version).
+/// A version without test cases passes (there is nothing to run; the
+/// approver sees `tests: []` on the version) unless `require_tests` (the
+/// tenant's setting) is on and the item puts the version's query on the
+/// SIEM (`deploys`: deploy, rollback, redeploy; not disable/enable/delete).
 ///
 /// # Errors
 /// [`GateFailure`] listing each version that blocks; storage failures as
@@ -615,25 +824,26 @@ pub async fn tests_gate(
     txn: &impl ConnectionTrait,
     tenant_id: Uuid,
     connection_id: Uuid,
-    rule_version_ids: &[Uuid],
+    versions: &[(Uuid, bool)],
+    require_tests: bool,
 ) -> Result<Result<(), GateFailure>, ApiError> {
     let scope = TenantScope::new(tenant_id);
     let mut blocked = Vec::new();
-    for id in rule_version_ids {
+    for (id, deploys) in versions {
         let v = scope
             .get::<rule_version::Entity>(txn, *id, "rule version")
             .await?;
         if version_tests(&v).is_empty() {
+            if require_tests && *deploys {
+                blocked.push(GateItem {
+                    rule_id: v.rule_id,
+                    version: v.version,
+                    reason: "no_tests",
+                });
+            }
             continue;
         }
-        let latest = scope
-            .find::<rule_test_run::Entity>()
-            .filter(rule_test_run::Column::RuleVersionId.eq(v.id))
-            .filter(rule_test_run::Column::ConnectionId.eq(connection_id))
-            .order_by_desc(rule_test_run::Column::CreatedAt)
-            .order_by_desc(rule_test_run::Column::Id)
-            .one(txn)
-            .await?;
+        let latest = latest_test_run(txn, tenant_id, v.id, connection_id).await?;
         let reason = match latest.as_ref().map(|r| r.status.as_str()) {
             Some("passed") => continue,
             None => "tests_missing",
@@ -667,10 +877,12 @@ pub async fn enforce_tests_gate(
     user: &CurrentUser,
     deployment_id: Uuid,
     connection_id: Uuid,
-    rule_version_ids: &[Uuid],
+    versions: &[(Uuid, bool)],
+    require_tests: bool,
     override_reason: Option<&str>,
 ) -> ApiResult<()> {
-    let Err(failure) = tests_gate(txn, user.tenant_id, connection_id, rule_version_ids).await?
+    let Err(failure) =
+        tests_gate(txn, user.tenant_id, connection_id, versions, require_tests).await?
     else {
         return Ok(());
     };

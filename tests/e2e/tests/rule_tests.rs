@@ -21,8 +21,23 @@ const SECRET: &str = "entra-client-secret-0123";
 const API_KEY: &str = "ZWxhc3RpYy1pZDplbGFzdGljLWtleQ==";
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 
-/// A rule body with one positive and one negative case.
+/// A rule body with one positive and one negative case (Elastic EQL and
+/// ES|QL queries, recognised by their form, name their language).
 fn rule(kind: &str, query: &str, positive: Value, negative: Value) -> Value {
+    let lower = query.to_ascii_lowercase();
+    let language = match kind {
+        "elastic" if lower.starts_with("from ") => Some("esql"),
+        "elastic" if lower.contains(" where ") => Some("eql"),
+        _ => None,
+    };
+    let mut body = rule_body(kind, query, positive, negative);
+    if let Some(l) = language {
+        body["language"] = json!(l);
+    }
+    body
+}
+
+fn rule_body(kind: &str, query: &str, positive: Value, negative: Value) -> Value {
     json!({
         "title": "Failed logon for alice", "siem_kind": kind, "severity": "high",
         "query": query, "cron": "*/5 * * * *", "earliest": "-10m", "latest": "now",
@@ -184,8 +199,18 @@ async fn splunk_tests_pass_and_fail_and_gate_approval() {
             )
     );
 
-    // v2 failed its tests: approval is refused with a precise 409.
+    // v2 failed its tests: reviewers see the run with its cases on the
+    // request, and approval is refused with a precise 409.
     let dep = request(&s, &rule_id, 2, &conn).await;
+    let shown = s
+        .approver
+        .get_ok(&format!("/v1/deployments/{dep}"))
+        .await
+        .unwrap();
+    let tests = &shown["items"][0]["tests"];
+    assert_eq!(tests["status"], "failed", "{shown}");
+    assert_eq!(tests["version"], 2, "{shown}");
+    assert_eq!(tests["cases"][1]["passed"], false, "{shown}");
     let (status, body) = s
         .approver
         .post(&format!("/v1/deployments/{dep}/approve"), json!({}))
@@ -353,4 +378,69 @@ async fn elastic_tests_pass_and_fail_through_bulk() {
     )
     .await;
     assert_pass_fail("elastic", &passed, &failed);
+}
+
+/// EQL and ES|QL rules are tested too: the Elastic connector counts EQL
+/// matches with `_eql/search` and ES|QL ones with `_query` (source replaced
+/// by the test index, rows counted), both bounded to the run's events and
+/// window. A precise version passes, a too broad one fails, and the
+/// failing one blocks approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elastic_eql_and_esql_tests_pass_and_fail() {
+    let s = Stack::start(StackOpts::default()).await.unwrap();
+    let sim = ElasticSim::builder()
+        .api_key(API_KEY)
+        .start()
+        .await
+        .unwrap();
+    let conn = s
+        .admin
+        .post_ok(
+            "/v1/connections",
+            json!({
+                "name": "prod-elastic", "kind": "elastic", "agent_id": s.agent.agent_id,
+                "base_url": sim.base_url(), "elasticsearch_url": sim.base_url(), "api_key": API_KEY,
+            }),
+        )
+        .await
+        .unwrap();
+    let conn = conn["id"].as_str().unwrap().to_owned();
+    let alice = json!({ "event.category": "process", "process.name": "mimikatz.exe", "user.name": "alice" });
+    let bob =
+        json!({ "event.category": "process", "process.name": "mimikatz.exe", "user.name": "bob" });
+    let (eql_rule, passed, failed) = pass_then_fail(
+        &s,
+        "elastic",
+        &conn,
+        "process where process.name == \"mimikatz.exe\" and user.name == \"alice\"",
+        "process where process.name == \"mimikatz.exe\"",
+        alice.clone(),
+        bob.clone(),
+    )
+    .await;
+    assert_pass_fail("eql", &passed, &failed);
+    let (_, passed, failed) = pass_then_fail(
+        &s,
+        "elastic",
+        &conn,
+        "FROM logs-* | WHERE process.name == \"mimikatz.exe\" | WHERE user.name == \"alice\" | KEEP user.name | LIMIT 10",
+        "FROM logs-* | WHERE process.name == \"mimikatz.exe\" | STATS n = COUNT(*) BY user.name | WHERE n > 0",
+        alice,
+        bob,
+    )
+    .await;
+    assert_pass_fail("esql", &passed, &failed);
+    // Counts only: 2 rules x 2 versions x 2 cases, one event each, all kept
+    // in the test index and nowhere else.
+    assert_eq!(sim.documents("picket-test").len(), 8);
+
+    // The failing EQL version blocks approval.
+    let d = request(&s, &eql_rule, 2, &conn).await;
+    let (st, body) = s
+        .approver
+        .post(&format!("/v1/deployments/{d}/approve"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(st, 409, "{body}");
+    assert_eq!(body["error"]["code"], "tests_not_passed");
 }

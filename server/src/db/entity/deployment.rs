@@ -19,7 +19,7 @@ pub struct Model {
     pub requested_by: Uuid,
     /// SHA-256 (hex) of exactly what is to be applied; approvals sign off on it.
     pub digest: String,
-    /// `pending_approval`, `changes_requested`, `rejected`, `queued`, `delivered`, `succeeded`, `failed`, `refused`, `expired`.
+    /// `pending_approval`, `changes_requested`, `rejected`, `withdrawn`, `queued`, `delivered`, `succeeded`, `failed`, `refused`, `expired`.
     pub status: String,
     pub error_class: Option<String>,
     pub job_id: Option<Uuid>,

@@ -24,6 +24,16 @@ pub struct Model {
     pub error_class: Option<String>,
     /// Hex SHA-256 of the content as deployed (or as found, for a dry run).
     pub content_hash: Option<String>,
+    /// The `preview_count` job counting this item's expected alert volume.
+    pub preview_job_id: Option<Uuid>,
+    /// `queued`, `counted`, `failed` or `unsupported`; `None`: never asked.
+    pub preview_status: Option<String>,
+    /// Events the rule's query matched over `preview_window_secs`.
+    pub preview_count: Option<i64>,
+    pub preview_window_secs: Option<i32>,
+    /// The agent's error class, or why there is no preview.
+    pub preview_error: Option<String>,
+    pub preview_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -28,6 +28,11 @@ pub struct Model {
     /// (`None` with `drift_detected`: the rule is missing).
     pub drift_hash: Option<String>,
     pub drift_checked_at: Option<i64>,
+    /// JSON of `picket_proto::RemoteRule`: the rule as the SIEM held it at the
+    /// last drift check that found it drifted (what "accept remote" records);
+    /// `None` when in sync, missing, or not returned by the agent.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub remote_content: Option<String>,
     pub last_deployment_id: Option<Uuid>,
     pub updated_at: i64,
 }

@@ -31,6 +31,10 @@ pub struct Model {
     /// JSON array of the validation warnings given at save time.
     #[sea_orm(column_type = "Text")]
     pub warnings: String,
+    /// Where the version came from when no person wrote it (`accepted from
+    /// SIEM ...`, with `author_id` nil); `None` otherwise.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub origin: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

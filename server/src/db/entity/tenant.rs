@@ -14,6 +14,9 @@ pub struct Model {
     pub key_version: i32,
     /// Distinct approvers a deployment needs.
     pub min_approvers: i32,
+    /// A rule version with no test cases cannot be approved for deployment
+    /// (an Admin may override with a reason); off unless an Admin turns it on.
+    pub require_tests: bool,
     pub created_at: i64,
 }
 

@@ -15,6 +15,8 @@ mod m20261123_000010_console;
 mod m20261123_000011_scale;
 mod m20261124_000012_rule_health;
 mod m20261124_000013_splunk_login;
+mod m20261124_000014_require_tests;
+mod m20261124_000015_drift_content_and_previews;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -35,6 +37,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000010_console::Migration),
             Box::new(m20261124_000012_rule_health::Migration),
             Box::new(m20261124_000013_splunk_login::Migration),
+            Box::new(m20261124_000014_require_tests::Migration),
+            Box::new(m20261124_000015_drift_content_and_previews::Migration),
         ]
     }
 }

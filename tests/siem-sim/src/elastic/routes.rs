@@ -51,6 +51,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_bulk", post(bulk))
         .route("/{index}/_bulk", post(bulk))
         .route("/{index}/_count", get(count).post(count))
+        .route("/{index}/_eql/search", get(eql_search).post(eql_search))
+        .route("/_query", post(esql_query))
         .fallback(|| async { kibana_plain(StatusCode::NOT_FOUND, "Not Found", "Not Found") })
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), guard))
         .with_state(shared)
@@ -879,5 +881,182 @@ async fn count(
     axum::Json(
         json!({"count": n, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}}),
     )
+    .into_response()
+}
+
+/// Reads a request's `filter` (a Query DSL `bool` of `filter`/`must`
+/// clauses, as `_count` understands them) into conditions and a time range.
+fn dsl_filter(
+    filter: Option<&Value>,
+    conds: &mut Vec<(String, String)>,
+    range: &mut Option<(i64, i64)>,
+) -> bool {
+    let Some(f) = filter else {
+        return true;
+    };
+    match f.get("bool") {
+        Some(b) => b
+            .get("filter")
+            .or_else(|| b.get("must"))
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().all(|c| clause(c, conds, range).is_some())),
+        None => clause(f, conds, range).is_some(),
+    }
+}
+
+/// How many documents of the indices `pattern` names match: a name, or a
+/// comma-separated list of names and `prefix*` patterns (as ES|QL's `FROM`
+/// takes them). `None` when nothing matches the pattern.
+fn count_matching(
+    shared: &Shared,
+    pattern: &str,
+    conds: &[(String, String)],
+    range: Option<(i64, i64)>,
+) -> Option<usize> {
+    let state = shared.lock();
+    let wanted = |name: &str| {
+        pattern
+            .split(',')
+            .map(str::trim)
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == p,
+            })
+    };
+    let mut found = false;
+    let mut n = 0;
+    for (name, docs) in &state.indices {
+        if !wanted(name) {
+            continue;
+        }
+        found = true;
+        n += docs
+            .iter()
+            .filter(|e| range.is_none_or(|(a, b)| e.time >= a && e.time <= b))
+            .filter(|e| e.matches(conds))
+            .count();
+    }
+    // A pattern with a wildcard matching no index is zero rows, as in Elasticsearch.
+    (found || pattern.contains('*')).then_some(n)
+}
+
+/// `POST /{index}/_eql/search`: event queries of the form `<category> where
+/// a == "x" and b == "y"` (`any` matches every category; otherwise
+/// `event.category` must equal it), bounded by the request's `filter`.
+/// Answers `hits.total` (events are never returned: tests read counts only).
+async fn eql_search(
+    State(shared): Sim,
+    axum::extract::Path(index): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let bad = |reason: &str| {
+        es_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "verification_exception",
+            reason,
+        )
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return bad("request body is not JSON");
+    };
+    let Some(query) = v.get("query").and_then(Value::as_str) else {
+        return bad("[query] is required");
+    };
+    let Some((category, condition)) = query.split_once(" where ") else {
+        return bad("picket-siem-sim supports `<category> where <condition>` only");
+    };
+    let mut conds = Vec::new();
+    let category = category.trim();
+    if category != "any" {
+        conds.push(("event.category".to_owned(), category.to_owned()));
+    }
+    let condition = condition.trim();
+    let condition = if condition == "true" { "" } else { condition };
+    let Some(mut parsed) = common::conditions(condition, "==") else {
+        return bad("picket-siem-sim does not understand this condition");
+    };
+    conds.append(&mut parsed);
+    let mut range = None;
+    if !dsl_filter(v.get("filter"), &mut conds, &mut range) {
+        return bad("picket-siem-sim does not understand this filter");
+    }
+    let Some(n) = count_matching(&shared, &index, &conds, range) else {
+        return es_error(
+            &shared,
+            StatusCode::NOT_FOUND,
+            "index_not_found_exception",
+            "no such index",
+        );
+    };
+    let n = u64::try_from(n).unwrap_or(u64::MAX);
+    axum::Json(json!({
+        "is_partial": false, "is_running": false, "took": 1, "timed_out": false,
+        "hits": { "total": { "value": n, "relation": "eq" }, "events": Vec::<Value>::new() },
+    }))
+    .into_response()
+}
+
+/// `POST /_query` (ES|QL): `FROM <index> | WHERE a == "x" [and ...] | ... |
+/// STATS <name> = COUNT(*)`, bounded by the request's `filter`; answers one
+/// row with the count.
+async fn esql_query(State(shared): Sim, body: Bytes) -> Response {
+    let bad = |reason: &str| {
+        es_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "verification_exception",
+            reason,
+        )
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return bad("request body is not JSON");
+    };
+    let Some(query) = v.get("query").and_then(Value::as_str) else {
+        return bad("[query] is required");
+    };
+    let stages: Vec<&str> = query.split('|').map(str::trim).collect();
+    let Some(index) = stages
+        .first()
+        .and_then(|s| s.strip_prefix("FROM ").or_else(|| s.strip_prefix("from ")))
+        .map(str::trim)
+    else {
+        return bad("picket-siem-sim needs a FROM source");
+    };
+    let mut conds = Vec::new();
+    let mut counted = None;
+    for stage in stages.iter().skip(1) {
+        let lower = stage.to_ascii_lowercase();
+        if let Some(cond) = lower.strip_prefix("where ").map(|_| &stage[6..]) {
+            let Some(mut parsed) = common::conditions(cond, "==") else {
+                return bad("picket-siem-sim does not understand this WHERE");
+            };
+            conds.append(&mut parsed);
+        } else if lower.starts_with("stats ") && lower.ends_with("count(*)") {
+            let name = stage[6..].split('=').next().unwrap_or("count").trim();
+            counted = Some(name.to_owned());
+        } else {
+            return bad("picket-siem-sim supports WHERE and a final STATS ... = COUNT(*) only");
+        }
+    }
+    let Some(column) = counted else {
+        return bad("picket-siem-sim answers counts only (STATS ... = COUNT(*))");
+    };
+    let mut range = None;
+    if !dsl_filter(v.get("filter"), &mut conds, &mut range) {
+        return bad("picket-siem-sim does not understand this filter");
+    }
+    let Some(n) = count_matching(&shared, index, &conds, range) else {
+        return es_error(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "verification_exception",
+            &format!("Unknown index [{index}]"),
+        );
+    };
+    axum::Json(json!({
+        "columns": [{ "name": column, "type": "long" }],
+        "values": [[n]],
+    }))
     .into_response()
 }

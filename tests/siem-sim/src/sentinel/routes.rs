@@ -444,6 +444,15 @@ fn invalid_property(props: &Value) -> Option<String> {
     if !OPERATORS.contains(&op) {
         return Some("The 'triggerOperator' property is invalid.".into());
     }
+    // Optional, but when given ARM requires its `createIncident` flag.
+    if let Some(ic) = props.get("incidentConfiguration")
+        && !ic.get("createIncident").is_some_and(Value::is_boolean)
+    {
+        return Some(
+            "The 'incidentConfiguration.createIncident' property is required and must be a boolean."
+                .into(),
+        );
+    }
     for name in ["queryFrequency", "queryPeriod", "suppressionDuration"] {
         if !props
             .get(name)
