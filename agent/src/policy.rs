@@ -4,7 +4,7 @@
 //!
 //! | key | default | meaning |
 //! |---|---|---|
-//! | `allow_kinds` | every kind (`deploy_rule`, `disable_rule`, `delete_rule`, `check_connection`, `deploy_batch`, `drift_check`, `test_rule`, `preview_count`) | job kinds this agent may run |
+//! | `allow_kinds` | every kind (`deploy_rule`, `disable_rule`, `delete_rule`, `check_connection`, `deploy_batch`, `drift_check`, `test_rule`, `rule_health`, `preview_count`) | job kinds this agent may run |
 //! | `allow_connections` | any | SIEM connections (name or id) this agent may act on |
 //! | `max_jobs_per_hour` | 1000 | most jobs started in any sliding 60-minute window (1 to 100000) |
 //! | `max_jobs_per_minute` | none | optional burst cap over any sliding 60-second window (1 to 10000), kept for older policy files |

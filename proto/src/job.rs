@@ -382,6 +382,7 @@ pub enum JobAction {
     RuleHealth {
         /// The rules and the window.
         check: crate::health::RuleHealthCheck,
+    },
     /// Count, per rule, the events its query matches over a recent window
     /// on the SIEM's own data (the expected alert volume reviewers see):
     /// counts only, never events.

@@ -1116,6 +1116,7 @@ async fn drift_list_resolves_by_archive_or_redeploy() {
             state: Set("drift_detected".into()),
             drift_hash: Set(Some("b".repeat(64))),
             drift_checked_at: Set(Some(now)),
+            remote_content: Set(None),
             last_deployment_id: Set(None),
             updated_at: Set(now),
         }

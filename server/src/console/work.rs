@@ -467,28 +467,42 @@ pub async fn deployment(
         && deployments::current(&state.db, user.tenant_id, d.rule_id, d.connection_id)
             .await?
             .is_some_and(|c| c.last_deployment_id == Some(d.id) && c.state != "removed");
-    let version_ids: Vec<Uuid> = deployments::items(&state.db, user.tenant_id, d.id)
+    // The same inputs as the approval path in `deployments::decide`.
+    let versions: Vec<(Uuid, bool)> = deployments::items(&state.db, user.tenant_id, d.id)
         .await?
         .iter()
-        .map(|i| i.rule_version_id)
+        .map(|i| (i.rule_version_id, i.action == "deploy"))
         .collect();
-    let gate =
-        match rules::tests_gate(&state.db, user.tenant_id, d.connection_id, &version_ids).await? {
-            Ok(()) => Vec::new(),
-            Err(g) => g
-                .blocked
-                .iter()
-                .map(|b| {
-                    let why = match b.reason {
-                        "tests_missing" => "its tests have not been run on this connection",
-                        "tests_running" => "its test run has not finished",
-                        "tests_failed" => "its latest test run failed",
-                        _ => "its latest test run could not complete",
-                    };
-                    (b.rule_id, b.version, why)
-                })
-                .collect(),
-        };
+    let require_tests =
+        <crate::db::entity::tenant::Entity as sea_orm::EntityTrait>::find_by_id(user.tenant_id)
+            .one(&state.db)
+            .await?
+            .is_some_and(|t| t.require_tests);
+    let gate = match rules::tests_gate(
+        &state.db,
+        user.tenant_id,
+        d.connection_id,
+        &versions,
+        require_tests,
+    )
+    .await?
+    {
+        Ok(()) => Vec::new(),
+        Err(g) => g
+            .blocked
+            .iter()
+            .map(|b| {
+                let why = match b.reason {
+                    "tests_missing" => "its tests have not been run on this connection",
+                    "tests_running" => "its test run has not finished",
+                    "tests_failed" => "its latest test run failed",
+                    "no_tests" => "it has no test cases and this tenant requires them",
+                    _ => "its latest test run could not complete",
+                };
+                (b.rule_id, b.version, why)
+            })
+            .collect(),
+    };
     let review = deployments::review_of(&state.db, user.tenant_id, d.id).await?;
     let can_sign_off = review.as_ref().is_some_and(|r| {
         r.signed_off_by.is_none() && r.requested_by != user.id && may(&user, Permission::Administer)
@@ -1314,7 +1328,7 @@ pub async fn drift(State(state): State<AppState>, user: Page<perm::View>) -> Pag
 #[derive(Deserialize)]
 pub struct ResolveForm {
     connection_id: Uuid,
-    /// `redeploy` or `archive`.
+    /// `redeploy`, `archive` or `accept_remote`.
     resolution: crate::service::drift::Resolution,
     message: Option<String>,
 }
@@ -1341,7 +1355,8 @@ pub async fn resolve_drift(
     )
     .await?;
     Ok(match d {
-        Some(d) => see_other(&format!("/deployments/{}", d.id)),
-        None => see_other("/drift"),
+        crate::service::drift::Resolved::Request(d) => see_other(&format!("/deployments/{}", d.id)),
+        crate::service::drift::Resolved::Version(v) => see_other(&format!("/rules/{}", v.rule_id)),
+        crate::service::drift::Resolved::Archived => see_other("/drift"),
     })
 }
