@@ -488,7 +488,7 @@ async fn approve_button_only_for_those_who_may_and_the_server_refuses_the_rest()
     assert!(p.content_type.starts_with("text/html"));
     assert!(
         p.html
-            .contains("the requester of a deployment cannot approve it")
+            .contains("the requester of a deployment cannot approve, reject or request changes on it")
     );
     // A Viewer without the approver flag: no button; refused by the role matrix.
     let p = get(app, &path, &w.viewer).await;
@@ -1276,6 +1276,78 @@ async fn settings_set_min_approvers_and_add_sentinel_and_elastic_connections() {
     let p = get(app, &format!("/deployments/{}", w.dep), &w.sam).await;
     assert!(p.html.contains("2 approval(s) needed"), "{}", p.html);
     assert!(p.html.contains("2 still needed"));
+    // The test requirement: a ticked checkbox turns it on, an unticked one off.
+    assert!(
+        !get(app, "/settings", &w.admin)
+            .await
+            .html
+            .contains("name=\"require_tests\" type=\"checkbox\" checked")
+    );
+    let p = post(
+        app,
+        "/settings/approvals",
+        &w.admin,
+        &[("min_approvers", "2"), ("require_tests", "on")],
+    )
+    .await;
+    assert_eq!(p.status, 303);
+    let on = app.scalar("SELECT require_tests FROM tenants").await;
+    assert!(on == ["1"] || on == ["true"] || on == ["t"], "{on:?}");
+    assert!(
+        get(app, "/settings", &w.admin)
+            .await
+            .html
+            .contains("name=\"require_tests\" type=\"checkbox\" checked")
+    );
+    // Dana's rule has no test cases: approval is blocked; only an Admin is
+    // offered the written override, and approving without it is refused.
+    let page = format!("/deployments/{}", w.dep);
+    let p = get(app, &page, &w.admin).await;
+    assert!(p.html.contains("approval blocked"), "{}", p.html);
+    assert!(p.html.contains("no test cases"), "{}", p.html);
+    assert!(p.html.contains("id=\"test-override\""), "{}", p.html);
+    assert!(
+        !get(app, &page, &w.sam)
+            .await
+            .html
+            .contains("id=\"test-override\"")
+    );
+    let digest = p
+        .html
+        .split("name=\"digest\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let approve = format!("/deployments/{}/approve", w.dep);
+    let p = post(app, &approve, &w.admin, &[("digest", digest.as_str())]).await;
+    assert_eq!(p.status, 409, "{}", p.html);
+    let p = post(
+        app,
+        &approve,
+        &w.admin,
+        &[
+            ("digest", digest.as_str()),
+            ("test_override", "tested by hand in staging"),
+        ],
+    )
+    .await;
+    assert_eq!(p.status, 303, "{}", p.html);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM audit_events WHERE action = 'deployment.test_override'")
+            .await,
+        ["1"]
+    );
+    let p = post(
+        app,
+        "/settings/approvals",
+        &w.admin,
+        &[("min_approvers", "2")],
+    )
+    .await;
+    assert_eq!(p.status, 303);
+    let off = app.scalar("SELECT require_tests FROM tenants").await;
+    assert!(off == ["0"] || off == ["false"] || off == ["f"], "{off:?}");
 
     // Sentinel: ids are checked by the service; the secret is write-only.
     let mut sentinel = vec![

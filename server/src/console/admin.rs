@@ -293,6 +293,8 @@ struct SettingsPage {
     conns: Vec<ConnRow>,
     agents: Vec<(Uuid, String)>,
     min_approvers: i32,
+    /// The tenant requires test cases on every deployed version.
+    require_tests: bool,
     secret: Option<Secret>,
     error: Option<String>,
     notice: Option<&'static str>,
@@ -431,6 +433,7 @@ async fn settings_page(
         conns,
         agents,
         min_approvers: t.min_approvers,
+        require_tests: t.require_tests,
         secret,
         error,
         notice,
@@ -764,10 +767,13 @@ pub async fn create_elastic(
 #[derive(Deserialize)]
 pub struct ApprovalsForm {
     min_approvers: String,
+    /// A checkbox: present (`on`) when ticked, absent otherwise.
+    require_tests: Option<String>,
 }
 
 /// `POST /settings/approvals`: the organisation's minimum number of distinct
-/// approvers per deployment (1 to 10).
+/// approvers per deployment (1 to 10) and whether every deployed version
+/// must carry test cases (both audited by the service).
 pub async fn set_min_approvers(
     State(state): State<AppState>,
     admin: Page<perm::Administer>,
@@ -787,7 +793,8 @@ pub async fn set_min_approvers(
             .await;
         }
     };
-    match deployments::set_min_approvers(&state.db, &admin, n).await {
+    let require_tests = f.require_tests.is_some();
+    match deployments::set_approval_policy(&state.db, &admin, Some(n), Some(require_tests)).await {
         Ok(_) => Ok(see_other("/settings?done=approvals#tenant")),
         Err(e) => settings_error(&state, &admin, e).await,
     }

@@ -382,6 +382,8 @@ struct DeploymentPage {
     review: Option<ReviewRow>,
     /// An Admin other than the one who deployed, review still open.
     can_sign_off: bool,
+    /// An Admin may approve past a blocking test gate with a written reason.
+    can_override: bool,
     /// The rule-test gate for this request's versions on its connection:
     /// each blocking version (rule, version, why). Empty: approval may proceed.
     gate: Vec<(Uuid, i32, &'static str)>,
@@ -536,6 +538,7 @@ pub async fn deployment(
         can_rollback,
         review,
         can_sign_off,
+        can_override: may(&user, Permission::Administer),
         gate,
         since,
     })
@@ -547,6 +550,9 @@ pub struct ApproveForm {
     comment: Option<String>,
     /// The digest shown on the page: a request changed since is refused.
     digest: Option<String>,
+    /// An Admin's written reason to approve past failing or missing rule
+    /// tests (the service checks the role and audits `deployment.test_override`).
+    test_override: Option<String>,
 }
 
 /// `POST /deployments/{id}/approve`.
@@ -591,7 +597,11 @@ async fn decide(
 ) -> PageResult {
     let comment = f.comment.filter(|c| !c.trim().is_empty());
     let digest = f.digest.filter(|d| !d.is_empty());
-    deployments::decide(state, user, id, decision, comment, digest, None).await?;
+    // Only an approval can override the test gate.
+    let test_override = f
+        .test_override
+        .filter(|r| !r.trim().is_empty() && decision == deployments::Decision::Approve);
+    deployments::decide(state, user, id, decision, comment, digest, test_override).await?;
     Ok(see_other(&format!("/deployments/{id}")))
 }
 

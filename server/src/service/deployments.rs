@@ -1323,20 +1323,6 @@ pub async fn notifications(
         .await?)
 }
 
-/// Sets the tenant's minimum number of distinct approvers (1 to 10); audited.
-///
-/// # Errors
-/// 400 outside 1..=10.
-pub async fn set_min_approvers(
-    db: &DatabaseConnection,
-    user: &CurrentUser,
-    n: i32,
-) -> ApiResult<i32> {
-    Ok(set_approval_policy(db, user, Some(n), None)
-        .await?
-        .min_approvers)
-}
-
 /// Changes the tenant's approval policy, the fields given only, in one
 /// transaction: `min_approvers` (1 to 10, audited `tenant.min_approvers`)
 /// and `require_tests` (audited `tenant.require_tests`). Nothing is written
