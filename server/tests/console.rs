@@ -487,8 +487,9 @@ async fn approve_button_only_for_those_who_may_and_the_server_refuses_the_rest()
     assert_eq!(p.status, 403);
     assert!(p.content_type.starts_with("text/html"));
     assert!(
-        p.html
-            .contains("the requester of a deployment cannot approve, reject or request changes on it")
+        p.html.contains(
+            "the requester of a deployment cannot approve, reject or request changes on it"
+        )
     );
     // A Viewer without the approver flag: no button; refused by the role matrix.
     let p = get(app, &path, &w.viewer).await;
