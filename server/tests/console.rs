@@ -1504,3 +1504,94 @@ async fn dep_status(app: &TestApp, id: &str) -> String {
         .unwrap()
         .status
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_page_shows_health_per_connection_with_text_not_colour_alone() {
+    use picket_server::db::entity::{rule_deployment, rule_health_sample, rule_version};
+    use sea_orm::{ColumnTrait as _, QueryFilter as _};
+    let w = world().await;
+    let app = &w.app;
+    let page = format!("/rules/{}", w.rule);
+    // Nothing deployed: the empty state says how health arrives.
+    let p = get(app, &page, &w.viewer).await;
+    assert_eq!(p.status, 200);
+    assert!(p.html.contains("No health reported yet"), "{}", p.html);
+
+    // The rule deployed and a rule_health result stored, as the job's
+    // result leaves the rows (the job itself is covered end to end in
+    // tests/e2e/tests/rule_health.rs).
+    let conn: Uuid = app
+        .scalar("SELECT id FROM siem_connections")
+        .await
+        .remove(0)
+        .parse()
+        .unwrap();
+    let rule: Uuid = w.rule.parse().unwrap();
+    let v = rule_version::Entity::find()
+        .filter(rule_version::Column::RuleId.eq(rule))
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = picket_server::time::unix_now();
+    rule_deployment::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(v.tenant_id),
+        rule_id: Set(rule),
+        connection_id: Set(conn),
+        rule_version_id: Set(v.id),
+        version: Set(1),
+        monitoring: Set(false),
+        enabled: Set(true),
+        content_hash: Set(Some("a".repeat(64))),
+        previous_version_id: Set(None),
+        previous_version: Set(None),
+        previous_monitoring: Set(false),
+        previous_enabled: Set(false),
+        state: Set("deployed".into()),
+        drift_hash: Set(None),
+        drift_checked_at: Set(None),
+        remote_content: Set(None),
+        last_deployment_id: Set(None),
+        updated_at: Set(now),
+    }
+    .insert(&app.db)
+    .await
+    .unwrap();
+    rule_health_sample::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(v.tenant_id),
+        rule_id: Set(rule),
+        connection_id: Set(conn),
+        job_id: Set(Uuid::now_v7()),
+        taken_at: Set(now),
+        window_secs: Set(900),
+        error_class: Set(None),
+        runs_succeeded: Set(3),
+        runs_failed: Set(1),
+        runs_skipped: Set(2),
+        results_total: Set(Some(7)),
+        alerts_fired: Set(Some(2)),
+        last_run_at: Set(Some(now - 60)),
+        last_run_duration_ms: Set(Some(1500)),
+        gap_ms: Set(None),
+    }
+    .insert(&app.db)
+    .await
+    .unwrap();
+    let p = get(app, &page, &w.viewer).await;
+    assert_eq!(p.status, 200);
+    let row = p
+        .html
+        .split("data-health=\"prod-splunk\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no health row: {}", p.html))
+        .to_owned();
+    assert!(row.contains("failing runs"), "{row}");
+    assert!(row.contains("3 / 1 / 2"), "{row}");
+    assert!(row.contains("<td>7</td><td>2</td>"), "{row}");
+    assert!(row.contains("1500 ms"), "{row}");
+    assert!(row.contains("not reported"), "{row}");
+    assert!(row.contains("(last 15 min)"), "{row}");
+}

@@ -797,6 +797,26 @@ struct RulePage {
     /// Connections of the rule's SIEM kind (tests run on the real SIEM).
     test_conns: Vec<(Uuid, String)>,
     can_test: bool,
+    /// The newest rule-health sample per connection (from `rule_health` jobs).
+    health: Vec<HealthRow>,
+}
+
+/// A rule's run health on one connection, as the agent last reported it.
+struct HealthRow {
+    connection: String,
+    when: String,
+    window: String,
+    /// `None` when the sample is an error.
+    error_class: Option<String>,
+    succeeded: i64,
+    failed: i64,
+    skipped: i64,
+    results: String,
+    alerts: String,
+    last_run: String,
+    duration: String,
+    gap: String,
+    badge: Badge,
 }
 
 /// A test case and how it fared in the latest run.
@@ -914,6 +934,52 @@ pub async fn rule(
             .unwrap_or_default(),
         error_class: r.error_class.unwrap_or_default(),
     });
+    let opt = |v: Option<i64>| {
+        v.map(|n| n.to_string())
+            .unwrap_or_else(|| "not reported".into())
+    };
+    let ms = |v: Option<i64>| {
+        v.map(|n| format!("{n} ms"))
+            .unwrap_or_else(|| "not reported".into())
+    };
+    let health = crate::service::rule_health::latest(&state.db, user.tenant_id, id, None)
+        .await?
+        .into_iter()
+        .map(|h| HealthRow {
+            connection: conn_names
+                .get(&h.connection_id)
+                .cloned()
+                .unwrap_or_default(),
+            when: views::when(h.taken_at),
+            window: format!("{} min", h.window_secs / 60),
+            badge: match (&h.error_class, h.runs_failed) {
+                (Some(_), _) => Badge {
+                    label: "unknown",
+                    class: "warn",
+                },
+                (None, 0) => Badge {
+                    label: "healthy",
+                    class: "ok",
+                },
+                (None, _) => Badge {
+                    label: "failing runs",
+                    class: "bad",
+                },
+            },
+            error_class: h.error_class,
+            succeeded: h.runs_succeeded,
+            failed: h.runs_failed,
+            skipped: h.runs_skipped,
+            results: opt(h.results_total),
+            alerts: opt(h.alerts_fired),
+            last_run: h
+                .last_run_at
+                .map(views::when)
+                .unwrap_or_else(|| "no run in the window".into()),
+            duration: ms(h.last_run_duration_ms),
+            gap: ms(h.gap_ms),
+        })
+        .collect();
     ok(&RulePage {
         chrome: Chrome::of(&user, r.name.clone(), "rules"),
         id: r.id,
@@ -938,6 +1004,7 @@ pub async fn rule(
         last_run,
         test_conns,
         can_test: may(&user, Permission::Author),
+        health,
     })
 }
 
