@@ -69,8 +69,10 @@ enum End {
 
 /// Logs a storage failure that ends a session (close 1011), so the cause is
 /// never lost behind "internal error".
-fn internal(what: &str, e: &dyn std::fmt::Display) -> End {
-    tracing::error!(error = %e, "{what} failed; closing the session");
+fn internal(what: &str, e: &dyn std::fmt::Debug) -> End {
+    // Debug: an `ApiError::Internal` displays only "internal error"; its
+    // Debug form carries the cause chain.
+    tracing::error!(error = ?e, "{what} failed; closing the session");
     End::Internal
 }
 
@@ -382,7 +384,7 @@ async fn session(
         }
         Ok(false) => return End::Revoked,
         Err(e) => {
-            tracing::error!(error = %e, "recording agent connect failed");
+            tracing::error!(error = ?e, "recording agent connect failed");
             return End::Internal;
         }
     }

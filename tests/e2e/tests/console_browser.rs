@@ -207,25 +207,33 @@ impl Ui<'_> {
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
     }
 
-    /// Reloads `path` until `css` has text containing `want`.
+    /// Reloads `path` until `css` has text containing `want`; on timeout the
+    /// failure says what the page showed last.
     async fn reload_until(&self, path: &str, css: &str, want: &str) {
-        wait::until(
+        let last = std::sync::Mutex::new(Vec::<String>::new());
+        let waited = wait::until(
             &format!("{css} to read {want:?} on {path}"),
             EVENTUALLY,
             || async {
                 self.go(path).await;
                 let found = self.c.find_all(Locator::Css(css)).await?;
+                let mut seen = Vec::new();
                 for e in found {
-                    if e.text().await?.contains(want) {
+                    let text = e.text().await?;
+                    if text.contains(want) {
                         return Ok(Some(()));
                     }
+                    seen.push(text);
                 }
+                *last.lock().unwrap() = seen;
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 Ok(None)
             },
         )
-        .await
-        .unwrap();
+        .await;
+        if let Err(e) = waited {
+            panic!("{e}; last seen: {:?}", last.lock().unwrap());
+        }
     }
 
     async fn fill(&self, css: &str, value: &str) {
@@ -504,6 +512,13 @@ async fn console_in_chromium_approve_live_roles_rules_fleet_audit() {
         .unwrap();
     assert!(ui.text("#last-run").await.contains("Not run yet"));
     ui.click("#run-tests").await;
+    // The POST's redirect shows the run; reloading before it lands would
+    // cancel the form submission.
+    c.wait()
+        .at_most(EVENTUALLY)
+        .for_element(Locator::Css("#run-status"))
+        .await
+        .unwrap();
     ui.reload_until(&format!("{new_rule}?a=1&b=2"), "#run-status", "passed")
         .await;
     let results = c

@@ -48,6 +48,9 @@ struct Cli {
     /// How long the fleet may take to connect, or a fan-out to complete, seconds.
     #[arg(long, default_value_t = 600, global = true)]
     settle_timeout_secs: u64,
+    /// Copy the server's log here when the run ends (it is otherwise removed with the server's temporary directory).
+    #[arg(long, global = true)]
+    keep_server_log: Option<PathBuf>,
     #[command(subcommand)]
     scenario: Command,
 }
@@ -149,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         settle_timeout: Duration::from_secs(cli.settle_timeout_secs),
         tls: cli.tls,
         agent_bin,
+        keep_server_log: cli.keep_server_log,
     };
     let report = scenario::run(&opts, scenario).await?;
     print!("{report}");

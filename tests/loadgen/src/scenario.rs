@@ -76,6 +76,8 @@ pub struct Options {
     pub tls: bool,
     /// `picket-agent` binary for the agent-at-rest scenario.
     pub agent_bin: Option<PathBuf>,
+    /// Where to copy the server's log when the run ends.
+    pub keep_server_log: Option<PathBuf>,
 }
 
 /// Figures of one run, in order.
@@ -158,6 +160,37 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
     // The limit is per process: this one holds the N client sockets, the
     // server child (which inherits the limit) the N server sockets.
     crate::check_open_files(u64::try_from(opts.agents + 512).unwrap_or(u64::MAX))?;
+    let dir = tempfile::tempdir()?;
+    let res = run_in(opts, scenario, &dir).await;
+    let log_path = dir.path().join("server.log");
+    if let Some(keep) = &opts.keep_server_log
+        && log_path.exists()
+        && let Err(e) = std::fs::copy(&log_path, keep)
+    {
+        eprintln!("cannot copy the server log to {}: {e}", keep.display());
+    }
+    // The server's log goes with its temporary directory: keep the part that
+    // explains a failure (an incident id on a 500 names its log line).
+    res.map_err(|e| {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines
+            .get(lines.len().saturating_sub(40)..)
+            .unwrap_or_default()
+            .join("\n");
+        if tail.is_empty() {
+            e
+        } else {
+            anyhow::anyhow!("{e:#}\n\nserver log, last lines:\n{tail}")
+        }
+    })
+}
+
+async fn run_in(
+    opts: &Options,
+    scenario: Scenario,
+    dir: &tempfile::TempDir,
+) -> anyhow::Result<Report> {
     let mut r = Report::default();
     r.add("scenario", format!("{scenario:?}"));
     if !matches!(scenario, Scenario::AgentAtRest(_)) {
@@ -165,7 +198,6 @@ pub async fn run(opts: &Options, scenario: Scenario) -> anyhow::Result<Report> {
     }
     r.add("load average before", load_average());
     r.add("tls", if opts.tls { "rustls" } else { "none" });
-    let dir = tempfile::tempdir()?;
     let pki = if opts.tls {
         Some(crate::tls::Pki::create(dir.path())?)
     } else {

@@ -24,6 +24,7 @@ fn opts() -> Options {
         settle_timeout: Duration::from_secs(300),
         tls: false,
         agent_bin: None,
+        keep_server_log: None,
     }
 }
 

@@ -17,6 +17,7 @@ mod m20261124_000012_rule_health;
 mod m20261124_000013_splunk_login;
 mod m20261124_000014_require_tests;
 mod m20261124_000015_drift_content_and_previews;
+mod m20261206_000016_lookup_indexes;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000013_splunk_login::Migration),
             Box::new(m20261124_000014_require_tests::Migration),
             Box::new(m20261124_000015_drift_content_and_previews::Migration),
+            Box::new(m20261206_000016_lookup_indexes::Migration),
         ]
     }
 }
