@@ -269,11 +269,11 @@ pub struct ServerConfig {
     pub max_frame_bytes: u32,
     /// Lifetime of a new enrollment token.
     pub enrollment_token_ttl_secs: u64,
-    /// `agents.admission_rate_per_sec` (default 200): new agent connections
+    /// `agents.admission_rate_per_sec` (default 1000): new agent connections
     /// admitted per second on average (the refill rate of the admission token
     /// bucket). Over the limit a connection is answered `RetryAfter` and closed.
     pub admission_rate_per_sec: u32,
-    /// `agents.admission_burst` (default 400): connections admitted at once
+    /// `agents.admission_burst` (default 2000): connections admitted at once
     /// before the rate applies (the bucket's capacity), e.g. after a restart.
     pub admission_burst: u32,
     /// Lifetime of a sealed job: an agent refuses it after this.
@@ -490,14 +490,14 @@ impl ServerConfig {
         // Admission control: a token bucket on new agent connections, so a
         // fleet reconnecting at once (server restart, network blip) is spread
         // out with `RetryAfter` instead of overloading the database.
-        let admission_rate_per_sec = agents.admission_rate_per_sec.unwrap_or(200);
+        let admission_rate_per_sec = agents.admission_rate_per_sec.unwrap_or(1000);
         if !(1..=100_000).contains(&admission_rate_per_sec) {
             return Err(invalid(
                 "agents.admission_rate_per_sec",
                 "expected 1 to 100000 connections per second",
             ));
         }
-        let admission_burst = agents.admission_burst.unwrap_or(400);
+        let admission_burst = agents.admission_burst.unwrap_or(2000);
         if !(1..=1_000_000).contains(&admission_burst) {
             return Err(invalid(
                 "agents.admission_burst",
@@ -892,7 +892,7 @@ mod tests {
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.database_url, "sqlite:///tmp/x/picket.db?mode=rwc");
         assert_eq!(c.job_ttl_secs, 900);
-        assert_eq!((c.admission_rate_per_sec, c.admission_burst), (200, 400));
+        assert_eq!((c.admission_rate_per_sec, c.admission_burst), (1000, 2000));
         assert!(!format!("{c:?}").contains(SECRET));
     }
 

@@ -105,6 +105,25 @@ pub fn prepare(config: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pending connections the kernel queues before `accept` (capped by
+/// `net.core.somaxconn`). tokio's default of 1,024 overflowed when 10,000
+/// agents came back after a restart, and some saw their connection reset.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's and tokio's own `bind` do on Unix: a restarted server can
+    // listen again while old connections are in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Opens storage, loads keys, binds `config.listen` and serves until `shutdown` fires.
 ///
 /// # Errors
@@ -113,9 +132,8 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     prepare(&config)?;
     let db = db::connect(&config.database_url).await?;
     let keys = keys::ServerKeys::load_or_create(&db, &config.master_secret).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let tls = match &config.tls {
         Some(t) => Some(listener::acceptor(t)?),

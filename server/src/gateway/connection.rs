@@ -176,10 +176,10 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         },
         Ok(Some(Err(e))) => {
             if let End::TooBig = read_failed(&e, peer, None, max) {
-                let _ = audit::record(
+                let _ = Box::pin(audit::record(
                     &state.db,
                     audit_denied(peer, None, None, "frame over max_frame_bytes"),
-                )
+                ))
                 .await;
                 close(&mut socket, MESSAGE_TOO_BIG, "frame over max_frame_bytes").await;
             }
@@ -198,10 +198,7 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         }
         Err(_) => return reject(&state, &mut socket, peer, None, None, "hello timeout").await,
     };
-    let agent_row = match agent::Entity::find_by_id(hello.agent_id)
-        .one(&state.db)
-        .await
-    {
+    let agent_row = match Box::pin(agent::Entity::find_by_id(hello.agent_id).one(&state.db)).await {
         Ok(Some(a)) => a,
         Ok(None) => {
             return reject(
@@ -249,6 +246,8 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         .await;
     }
     let end = session(&state, &mut socket, peer, &agent_row, max, &nonce).await;
+    // The end of a session: each storage call boxed, like those in the
+    // session, so the task's size is set by the idle loop (see `session`).
     let reason = match end {
         End::Closed => "closed by agent",
         End::Idle => "idle timeout",
@@ -281,16 +280,27 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         End::Refused(r) => close(&mut socket, POLICY_VIOLATION, r).await,
         End::Closed => {}
     }
-    let _ = agent::Entity::update_many()
+    Box::pin(record_disconnect(&state, &agent_row, reason)).await;
+}
+
+/// Records the end of a session: last seen, the replica's session row (unless
+/// a newer session of the agent on this replica owns it), the audit event.
+/// Failures are logged: the session is over either way.
+async fn record_disconnect(state: &AppState, agent_row: &agent::Model, reason: &str) {
+    if let Err(e) = agent::Entity::update_many()
         .col_expr(agent::Column::LastSeenAt, Expr::value(unix_now()))
         .filter(agent::Column::Id.eq(agent_row.id))
         .exec(&state.db)
-        .await;
-    // A newer session of the same agent on this replica owns the row now.
-    if !state.registry.is_connected(agent_row.id) {
-        let _ = super::cluster::session_ended(&state, agent_row.id).await;
+        .await
+    {
+        tracing::warn!(agent_id = %agent_row.id, error = %e, "recording the agent's last-seen time failed");
     }
-    let _ = audit::record(
+    if !state.registry.is_connected(agent_row.id)
+        && let Err(e) = super::cluster::session_ended(state, agent_row.id).await
+    {
+        tracing::warn!(agent_id = %agent_row.id, error = ?e, "removing the agent's session row failed; the replica sweep expires it");
+    }
+    if let Err(e) = audit::record(
         &state.db,
         Event::agent(
             agent_row.tenant_id,
@@ -301,7 +311,10 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         )
         .details(serde_json::json!({ "reason": reason })),
     )
-    .await;
+    .await
+    {
+        tracing::error!(agent_id = %agent_row.id, error = ?e, "recording agent.disconnect in the audit log failed");
+    }
     tracing::info!(agent_id = %agent_row.id, reason, "agent disconnected");
 }
 
@@ -346,7 +359,11 @@ async fn reject(
     reason: &'static str,
 ) {
     tracing::warn!(?peer, ?agent_id, reason, "agent connection refused");
-    let _ = audit::record(&state.db, audit_denied(peer, agent_id, tenant, reason)).await;
+    let _ = Box::pin(audit::record(
+        &state.db,
+        audit_denied(peer, agent_id, tenant, reason),
+    ))
+    .await;
     close(socket, POLICY_VIOLATION, reason).await;
 }
 
@@ -358,6 +375,10 @@ async fn session(
     max: usize,
     nonce: &[u8; 32],
 ) -> End {
+    // Storage calls are boxed (`Box::pin`): an async fn's task is as large as
+    // its largest await point, and sea-orm's query futures are kilobytes. A
+    // session spends its life idle in the loop below, so only the loop's own
+    // state should size every connected agent's task.
     let (tx, mut rx) = mpsc::channel(4);
     let _registration = state.registry.register(a.id, tx);
     // Registered first, then checked: a revocation committed before this
@@ -376,9 +397,9 @@ async fn session(
         ev.client_ip = peer.map(|p| p.ip().to_string());
         audit::record(&state.db, ev).await.map(|()| true)
     };
-    match connected.await {
+    match Box::pin(connected).await {
         Ok(true) => {
-            if let Err(e) = super::cluster::session_started(state, a.id).await {
+            if let Err(e) = Box::pin(super::cluster::session_started(state, a.id)).await {
                 return internal("recording which replica holds the session", &e);
             }
         }
@@ -388,7 +409,7 @@ async fn session(
             return End::Internal;
         }
     }
-    let conns = match connections::for_agent(&state.db, a.tenant_id, a.id).await {
+    let conns = match Box::pin(connections::for_agent(&state.db, a.tenant_id, a.id)).await {
         Ok(c) => c,
         Err(e) => return internal("loading the agent's connections", &e),
     };
@@ -425,11 +446,11 @@ async fn session(
     let mut ping_counter: u64 = 0;
     // Highest seq written on this connection; a wake sends only newer jobs.
     let mut sent_seq: i64 = 0;
-    if let Err(end) = deliver(state, socket, a.id, &mut sent_seq).await {
+    if let Err(end) = Box::pin(deliver(state, socket, a.id, &mut sent_seq)).await {
         return end;
     }
     let mut checkpoints = state.audit.subscribe();
-    if let Some(m) = witness::initial(state, a.tenant_id).await
+    if let Some(m) = Box::pin(witness::initial(state, a.tenant_id)).await
         && !send(socket, &m).await
     {
         return End::Closed;
@@ -440,7 +461,7 @@ async fn session(
             () = tokio::time::sleep_until(deadline) => return End::Idle,
             cmd = rx.recv() => match cmd {
                 Some(Command::Wake) => {
-                    if let Err(end) = deliver(state, socket, a.id, &mut sent_seq).await {
+                    if let Err(end) = Box::pin(deliver(state, socket, a.id, &mut sent_seq)).await {
                         return end;
                     }
                 }
@@ -483,7 +504,7 @@ async fn session(
                         return End::Protocol("malformed frame");
                     }
                 };
-                if let Err(end) = handle(state, socket, a, msg, nonce).await {
+                if let Err(end) = Box::pin(handle(state, socket, a, msg, nonce)).await {
                     return end;
                 }
             }

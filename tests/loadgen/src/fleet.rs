@@ -2,8 +2,8 @@
 //! challenge with its Ed25519 identity, verifies every sealed job against the
 //! server key it pinned at enrollment, opens it (HPKE), acknowledges it, sends
 //! a result, answers pings and sends health at its interval. On disconnect it
-//! reconnects like the real agent: a random first delay, then exponential
-//! backoff with full jitter, and `RetryAfter` honoured.
+//! reconnects with the real agent's schedule (`picket_agent::backoff`) after
+//! a random first delay.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use picket_agent::backoff::{Backoff, SessionEnd};
 use picket_proto::{
     AgentMsg, AgentVersion, B64, HealthReport, Hello, JobResult, Outcome, ServerMsg, encode,
 };
@@ -117,24 +118,19 @@ pub async fn run(
         () = stop.cancelled() => return,
         () = tokio::time::sleep(jitter(cfg.initial_spread)) => {}
     }
-    let mut backoff = Duration::from_millis(500);
+    // The real agent's schedule, so a storm measures what a fleet would do.
+    let mut backoff = Backoff::new();
     loop {
         let started = Instant::now();
         let wait = tokio::select! {
             () = stop.cancelled() => return,
             w = session(&agent, &cfg, &stats) => w,
         };
-        // Like the agent: the backoff resets only after a stable session.
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(500);
-        }
-        let delay = match wait {
-            Some(secs) => Duration::from_secs(secs) + jitter(Duration::from_secs(secs.max(1))),
-            None => {
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                jitter(backoff)
-            }
+        let end = match wait {
+            Some(secs) => SessionEnd::RetryAfter(u32::try_from(secs).unwrap_or(u32::MAX)),
+            None => SessionEnd::Failed,
         };
+        let delay = backoff.delay_after(end, started.elapsed());
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(delay) => {}

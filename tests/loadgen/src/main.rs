@@ -30,11 +30,11 @@ struct Cli {
     /// A fresh, empty PostgreSQL database for the server (default: SQLite).
     #[arg(long, global = true)]
     database_url: Option<String>,
-    /// Server admission control: new connections per second.
-    #[arg(long, default_value_t = 2000, global = true)]
+    /// Server admission control: new connections per second (the server's default).
+    #[arg(long, default_value_t = 1000, global = true)]
     admission_rate: u32,
-    /// Server admission control: burst.
-    #[arg(long, default_value_t = 4000, global = true)]
+    /// Server admission control: burst (the server's default).
+    #[arg(long, default_value_t = 2000, global = true)]
     admission_burst: u32,
     /// Concurrent API requests during setup (enrollment, connections, approvals).
     #[arg(long, default_value_t = 16, global = true)]

@@ -403,6 +403,9 @@ async fn run_in(
             let killed = Instant::now();
             server.restart().await?;
             let up = Instant::now();
+            // Errors until the new server listens belong to the kill itself
+            // (resets of live and queued connections, refused connects).
+            let at_up = stats.errors();
             r.add(
                 "server restart",
                 format!("{:.1} s", (up - killed).as_secs_f64()),
@@ -438,6 +441,17 @@ async fn run_in(
                 .collect();
             errs.sort();
             r.add("errors during the storm", format!("{errs:?}"));
+            let mut after: Vec<(String, u64)> = stats
+                .errors()
+                .into_iter()
+                .map(|(k, v)| {
+                    let b = at_up.get(&k).copied().unwrap_or(0);
+                    (k, v - b)
+                })
+                .filter(|(_, v)| *v > 0)
+                .collect();
+            after.sort();
+            r.add("errors once it listened again", format!("{after:?}"));
             back?;
         }
         Scenario::Floor | Scenario::AgentAtRest(_) => {}
