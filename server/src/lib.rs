@@ -59,6 +59,9 @@ pub struct Inner {
     pub registry: gateway::Registry,
     /// Admission control of new agent connections (and its counters).
     pub admission: gateway::Admission,
+    /// Bounds the agent sessions doing storage work at once as they start
+    /// or end (see `gateway::SESSION_STORAGE_CONCURRENCY`).
+    pub session_gate: tokio::sync::Semaphore,
     /// Queue of health reports for the batch writer.
     pub health: service::health::HealthSink,
     /// The audit checkpointer's wake-up and announcements.
@@ -154,6 +157,7 @@ pub async fn start(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         keys,
         registry: gateway::Registry::default(),
         admission,
+        session_gate: tokio::sync::Semaphore::new(gateway::SESSION_STORAGE_CONCURRENCY),
         health,
         audit: Arc::default(),
         witness_proofs: gateway::witness::ProofCache::default(),

@@ -198,6 +198,12 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         }
         Err(_) => return reject(&state, &mut socket, peer, None, None, "hello timeout").await,
     };
+    // Held through the session's start (released in `session` before its
+    // loop): see `SESSION_STORAGE_CONCURRENCY`.
+    let Ok(start_permit) = state.session_gate.acquire().await else {
+        close(&mut socket, GOING_AWAY, "server shutting down").await;
+        return;
+    };
     let agent_row = match Box::pin(agent::Entity::find_by_id(hello.agent_id).one(&state.db)).await {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -245,7 +251,16 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         )
         .await;
     }
-    let end = session(&state, &mut socket, peer, &agent_row, max, &nonce).await;
+    let end = session(
+        &state,
+        &mut socket,
+        peer,
+        &agent_row,
+        max,
+        &nonce,
+        start_permit,
+    )
+    .await;
     // The end of a session: each storage call boxed, like those in the
     // session, so the task's size is set by the idle loop (see `session`).
     let reason = match end {
@@ -287,6 +302,9 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
 /// a newer session of the agent on this replica owns it), the audit event.
 /// Failures are logged: the session is over either way.
 async fn record_disconnect(state: &AppState, agent_row: &agent::Model, reason: &str) {
+    // Waits its turn, so a fleet dropping at once loses no audit event to
+    // the pool's acquire timeout. Closed only at shutdown: record anyway.
+    let _permit = state.session_gate.acquire().await.ok();
     if let Err(e) = agent::Entity::update_many()
         .col_expr(agent::Column::LastSeenAt, Expr::value(unix_now()))
         .filter(agent::Column::Id.eq(agent_row.id))
@@ -374,6 +392,7 @@ async fn session(
     a: &agent::Model,
     max: usize,
     nonce: &[u8; 32],
+    start_permit: tokio::sync::SemaphorePermit<'_>,
 ) -> End {
     // Storage calls are boxed (`Box::pin`): an async fn's task is as large as
     // its largest await point, and sea-orm's query futures are kilobytes. A
@@ -455,6 +474,7 @@ async fn session(
     {
         return End::Closed;
     }
+    drop(start_permit);
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => return End::Shutdown,

@@ -40,6 +40,17 @@ use crate::listener::ClientAddr;
 /// Close code telling a refused client to come back later (RFC 6455 registry: "Try Again Later").
 const TRY_AGAIN_LATER: u16 = 1013;
 
+/// Agent sessions doing storage work at once as they start (agent lookup,
+/// connect record, connections, undelivered jobs) or end (disconnect
+/// record). Admission lets a returning fleet in at its rate whatever the
+/// database's speed; without this bound, a slow moment (SQLite has one
+/// connection) left thousands of sessions waiting on the pool, the waits
+/// passed its 10 s acquire timeout and the sessions closed with 1011
+/// (6,639 of 10,000 in a storm on a loaded machine). With it, sessions
+/// queue here, in memory and in order, and the pool's queue stays short
+/// for the API too.
+pub const SESSION_STORAGE_CONCURRENCY: usize = 16;
+
 /// Read buffer per connection. Small on purpose: most connections are idle,
 /// and tungstenite's default (128 KiB) would cost gigabytes at fleet scale.
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;

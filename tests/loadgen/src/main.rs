@@ -75,7 +75,12 @@ enum Command {
         duration_secs: u64,
     },
     /// Kill and restart the server; report the time until every agent is back.
-    Storm,
+    Storm {
+        /// Seconds the server stays down between the kill and the restart,
+        /// so the kill's own errors are apart in time from the storm's.
+        #[arg(long, default_value_t = 2)]
+        down_secs: u64,
+    },
     /// The bare tokio-tungstenite echo server with N idle connections (the memory floor).
     Floor,
     /// The real picket-agent binary enrolled and idle: its memory, CPU and binary size (ignores -n).
@@ -130,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             every: Duration::from_secs(every_secs.max(1)),
             duration: Duration::from_secs(duration_secs.max(1)),
         },
-        Command::Storm => Scenario::Storm,
+        Command::Storm { down_secs } => Scenario::Storm(Duration::from_secs(down_secs)),
         Command::Floor => Scenario::Floor,
         Command::AgentAtRest { hold_secs, .. } => {
             Scenario::AgentAtRest(Duration::from_secs(hold_secs))

@@ -43,8 +43,8 @@ pub enum Scenario {
         /// How long to measure.
         duration: Duration,
     },
-    /// Kill and restart the server.
-    Storm,
+    /// Kill the server, keep it down this long, restart it.
+    Storm(Duration),
     /// The echo floor only.
     Floor,
     /// The real agent binary enrolled and idle for this long (no fleet).
@@ -397,10 +397,11 @@ async fn run_in(
                 format!("{:.1} %", 100.0 * (c1 - c0) / secs),
             );
         }
-        Scenario::Storm => {
+        Scenario::Storm(down) => {
             let before = stats.errors();
             server.kill().await;
             let killed = Instant::now();
+            tokio::time::sleep(down).await;
             server.restart().await?;
             let up = Instant::now();
             // Errors until the new server listens belong to the kill itself
