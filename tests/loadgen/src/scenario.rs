@@ -151,6 +151,25 @@ fn metric(text: &str, name: &str) -> u64 {
         })
 }
 
+/// Error counts grown since `then`, sorted by kind.
+fn errors_since(
+    now: &std::collections::HashMap<String, u64>,
+    then: &std::collections::HashMap<String, u64>,
+) -> Vec<(String, u64)> {
+    let mut grown: Vec<(String, u64)> = now
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(then.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    grown.sort();
+    grown
+}
+
 /// Runs `scenario` and returns its report.
 ///
 /// # Errors
@@ -431,28 +450,15 @@ async fn run_in(
                 "retry-after answers",
                 stats.retry_after.load(Ordering::Relaxed),
             );
-            let mut errs: Vec<(String, u64)> = stats
-                .errors()
-                .into_iter()
-                .map(|(k, v)| {
-                    let b = before.get(&k).copied().unwrap_or(0);
-                    (k, v - b)
-                })
-                .filter(|(_, v)| *v > 0)
-                .collect();
-            errs.sort();
-            r.add("errors during the storm", format!("{errs:?}"));
-            let mut after: Vec<(String, u64)> = stats
-                .errors()
-                .into_iter()
-                .map(|(k, v)| {
-                    let b = at_up.get(&k).copied().unwrap_or(0);
-                    (k, v - b)
-                })
-                .filter(|(_, v)| *v > 0)
-                .collect();
-            after.sort();
-            r.add("errors once it listened again", format!("{after:?}"));
+            let now = stats.errors();
+            r.add(
+                "errors during the storm",
+                format!("{:?}", errors_since(&now, &before)),
+            );
+            r.add(
+                "errors once it listened again",
+                format!("{:?}", errors_since(&now, &at_up)),
+            );
             back?;
         }
         Scenario::Floor | Scenario::AgentAtRest(_) => {}
