@@ -198,8 +198,8 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         }
         Err(_) => return reject(&state, &mut socket, peer, None, None, "hello timeout").await,
     };
-    // Held through the session's start (released in `session` before its
-    // loop): see `SESSION_STORAGE_CONCURRENCY`.
+    // Held through the session's storage work at start (released in
+    // `session` before its first write): see `SESSION_STORAGE_CONCURRENCY`.
     let Ok(start_permit) = state.session_gate.acquire().await else {
         close(&mut socket, GOING_AWAY, "server shutting down").await;
         return;
@@ -449,6 +449,9 @@ async fn session(
             })
             .collect(),
     };
+    // Released before the first write: a peer that stops reading must not
+    // hold a permit (writes wait on its socket).
+    drop(start_permit);
     if !send(socket, &ServerMsg::Welcome(welcome)).await {
         return End::Closed;
     }
@@ -474,7 +477,6 @@ async fn session(
     {
         return End::Closed;
     }
-    drop(start_permit);
     loop {
         tokio::select! {
             () = state.shutdown.cancelled() => return End::Shutdown,
@@ -538,9 +540,14 @@ async fn deliver(
     agent_id: Uuid,
     sent_seq: &mut i64,
 ) -> Result<(), End> {
-    let pending = jobs::undelivered(&state.db, agent_id, *sent_seq)
-        .await
-        .map_err(|e| internal("listing undelivered jobs", &e))?;
+    let pending = {
+        // Gated like a session's start (a fan-out wakes every agent at
+        // once), and released before any write to the socket.
+        let _permit = state.session_gate.acquire().await.ok();
+        jobs::undelivered(&state.db, agent_id, *sent_seq)
+            .await
+            .map_err(|e| internal("listing undelivered jobs", &e))?
+    };
     for (row, sealed) in pending {
         if !send(socket, &ServerMsg::Job { job: sealed }).await {
             return Err(End::Closed);

@@ -41,8 +41,9 @@ use crate::listener::ClientAddr;
 const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Agent sessions doing storage work at once as they start (agent lookup,
-/// connect record, connections, undelivered jobs) or end (disconnect
-/// record). Admission lets a returning fleet in at its rate whatever the
+/// connect record, connections), list their undelivered jobs, or end
+/// (disconnect record); never held across a write to the socket, so a peer
+/// that stops reading holds no permit. Admission lets a returning fleet in at its rate whatever the
 /// database's speed; without this bound, a slow moment (SQLite has one
 /// connection) left thousands of sessions waiting on the pool, the waits
 /// passed its 10 s acquire timeout and the sessions closed with 1011
