@@ -43,6 +43,13 @@ async fn fresh_pg() -> (String, String) {
     (format!("{}/{name}", pg_admin()), name)
 }
 
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("picket.db").display()
+    )
+}
+
 async fn drop_pg(name: &str) {
     if let Ok(admin) = sea_orm::Database::connect(format!("{}/test", pg_admin())).await {
         let _ = admin
@@ -285,11 +292,7 @@ async fn rotation(db: &DatabaseConnection, first: &ServerKeys, a: &agent::Model)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    exercise(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("picket.db").display()
-    ))
-    .await;
+    exercise(&sqlite_url(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,12 +310,7 @@ async fn storage_on_postgresql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_lookups_use_an_index_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let db = picket_server::db::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("picket.db").display()
-    ))
-    .await
-    .unwrap();
+    let db = picket_server::db::connect(&sqlite_url(&dir)).await.unwrap();
     // A tenant-prefixed index would also "use an index" while reading every
     // row of a one-tenant fleet: each lookup names the index it needs.
     for (what, sql, index) in [

@@ -261,8 +261,6 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         start_permit,
     )
     .await;
-    // The end of a session: each storage call boxed, like those in the
-    // session, so the task's size is set by the idle loop (see `session`).
     let reason = match end {
         End::Closed => "closed by agent",
         End::Idle => "idle timeout",
@@ -295,6 +293,8 @@ pub async fn run(state: AppState, mut socket: WebSocket, peer: Option<SocketAddr
         End::Refused(r) => close(&mut socket, POLICY_VIOLATION, r).await,
         End::Closed => {}
     }
+    // Boxed like the session's storage calls, so the task's size is set by
+    // the idle loop (see `session`).
     Box::pin(record_disconnect(&state, &agent_row, reason)).await;
 }
 
